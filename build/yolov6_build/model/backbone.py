@@ -1,0 +1,85 @@
+"""Backbones (EfficientRep for n/s, CSPBepBackbone for m/l) and necks (RepBiFPAN, CSPRepBiFPAN)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import CSPSPPF, SPPF, BepC3, BiFusion, ConvBNReLU, ConvBNSiLU, RepBlock, RepVGGBlock, SimCSPSPPF, SimSPPF
+from .registry import Variant
+
+
+def _basic_block(variant: Variant):
+    return ConvBNSiLU if variant.block == "conv_silu" else RepVGGBlock
+
+
+class Backbone(nn.Module):
+    """Stem + four down-sampling stages; returns the P2, P3, P4, P5 maps (fuse_P2 on, as in v3.0)."""
+
+    def __init__(self, variant: Variant, in_channels: int = 3):
+        super().__init__()
+        block = _basic_block(variant)
+        ch, n = variant.channels, variant.repeats
+
+        def stage(c_in, c_out, repeats):
+            if variant.csp:
+                return BepC3(c_out, c_out, n=repeats, e=variant.csp_e, block=block)
+            return RepBlock(c_out, c_out, n=repeats, block=block)
+
+        self.stem = block(in_channels, ch[0], 3, 2)
+        self.ERBlock_2 = nn.Sequential(block(ch[0], ch[1], 3, 2), stage(ch[1], ch[1], n[1]))
+        self.ERBlock_3 = nn.Sequential(block(ch[1], ch[2], 3, 2), stage(ch[2], ch[2], n[2]))
+        self.ERBlock_4 = nn.Sequential(block(ch[2], ch[3], 3, 2), stage(ch[3], ch[3], n[3]))
+        self.ERBlock_5 = nn.Sequential(block(ch[3], ch[4], 3, 2), stage(ch[4], ch[4], n[4]),
+                                       _pyramid_pool(variant, block)(ch[4], ch[4], kernel_size=5))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = self.ERBlock_2(self.stem(x))
+        p2 = x
+        p3 = self.ERBlock_3(p2)
+        p4 = self.ERBlock_4(p3)
+        p5 = self.ERBlock_5(p4)
+        return p2, p3, p4, p5
+
+
+def _pyramid_pool(variant: Variant, block):
+    silu = block is ConvBNSiLU
+    if variant.csp:
+        return SPPF if silu else SimSPPF
+    return CSPSPPF if silu else SimCSPSPPF
+
+
+class Neck(nn.Module):
+    """Bi-directional FPN/PAN. Input (P2, P3, P4, P5); output the stride 8/16/32 maps for the head."""
+
+    def __init__(self, variant: Variant):
+        super().__init__()
+        ch, n = variant.channels, variant.repeats
+        block = _basic_block(variant)
+
+        def stage(c_in, c_out, repeats):
+            if variant.csp:
+                return BepC3(c_in, c_out, n=repeats, e=variant.csp_e, block=block)
+            return RepBlock(c_in, c_out, n=repeats, block=block)
+
+        self.reduce_layer0 = ConvBNReLU(ch[4], ch[5], 1, 1)
+        self.Bifusion0 = BiFusion([ch[3], ch[2]], ch[5])
+        self.Rep_p4 = stage(ch[5], ch[5], n[5])
+        self.reduce_layer1 = ConvBNReLU(ch[5], ch[6], 1, 1)
+        self.Bifusion1 = BiFusion([ch[2], ch[1]], ch[6])
+        self.Rep_p3 = stage(ch[6], ch[6], n[6])
+        self.downsample2 = ConvBNReLU(ch[6], ch[7], 3, 2)
+        self.Rep_n3 = stage(ch[6] + ch[7], ch[8], n[7])
+        self.downsample1 = ConvBNReLU(ch[8], ch[9], 3, 2)
+        self.Rep_n4 = stage(ch[5] + ch[9], ch[10], n[8])
+
+    def forward(self, features: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        p2, p3, p4, p5 = features
+        fpn_out0 = self.reduce_layer0(p5)
+        f_out0 = self.Rep_p4(self.Bifusion0([fpn_out0, p4, p3]))
+        fpn_out1 = self.reduce_layer1(f_out0)
+        pan_out2 = self.Rep_p3(self.Bifusion1([fpn_out1, p3, p2]))
+        pan_out1 = self.Rep_n3(torch.cat([self.downsample2(pan_out2), fpn_out1], 1))
+        pan_out0 = self.Rep_n4(torch.cat([self.downsample1(pan_out1), fpn_out0], 1))
+        return [pan_out2, pan_out1, pan_out0]
+

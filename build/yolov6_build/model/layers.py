@@ -1,0 +1,273 @@
+"""Building blocks of YOLOv6 v3.0, with upstream's attribute names so state dicts match.
+
+Every BatchNorm uses eps=1e-3, momentum=0.03 (upstream sets these for all BN layers).
+``fuse()`` on a block folds its BatchNorms (and RepVGG branches) into single convs in place.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.03
+
+
+def batch_norm(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+def fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (weight, bias) of a conv equivalent to conv followed by ``bn`` (eval statistics)."""
+    std = (bn.running_var + bn.eps).sqrt()
+    scale = bn.weight / std
+    conv_bias = bias if bias is not None else torch.zeros_like(bn.running_mean)
+    return weight * scale.reshape(-1, 1, 1, 1), bn.bias + (conv_bias - bn.running_mean) * scale
+
+
+class ConvModule(nn.Module):
+    """Conv2d (no bias) + BatchNorm + optional activation; after ``fuse()`` a biased conv + activation."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, activation=None, padding=None, groups=1):
+        super().__init__()
+        padding = kernel_size // 2 if padding is None else padding
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)
+        self.bn = batch_norm(out_channels)
+        self.act = activation if activation is not None else nn.Identity()
+
+    def forward(self, x):
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        return self.act(x)
+
+    def fuse(self) -> None:
+        if self.bn is None:
+            return
+        weight, bias = fold_bn(self.conv.weight, self.conv.bias, self.bn)
+        conv = self.conv
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          conv.dilation, conv.groups, bias=True)
+        fused.weight.data.copy_(weight.detach())
+        fused.bias.data.copy_(bias.detach())
+        self.conv = fused
+        self.bn = None
+
+
+class _ConvAct(nn.Module):
+    """Upstream's ConvBNReLU / ConvBNSiLU: a ConvModule stored under ``block``."""
+
+    activation_cls: type[nn.Module] = nn.ReLU
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, groups=1, padding=None):
+        super().__init__()
+        self.block = ConvModule(in_channels, out_channels, kernel_size, stride, self.activation_cls(), padding, groups)
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class ConvBNReLU(_ConvAct):
+    activation_cls = nn.ReLU
+
+
+class ConvBNSiLU(_ConvAct):
+    activation_cls = nn.SiLU
+
+
+class RepVGGBlock(nn.Module):
+    """3x3 conv-BN + 1x1 conv-BN (+ identity BN) summed, then ReLU; ``fuse()`` makes one 3x3 conv."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1):
+        super().__init__()
+        if kernel_size != 3 or padding != 1:
+            raise ValueError("RepVGGBlock supports kernel_size=3, padding=1 only")
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.nonlinearity = nn.ReLU()
+        self.se = nn.Identity()
+        self.rbr_identity = batch_norm(in_channels) if in_channels == out_channels and stride == 1 else None
+        self.rbr_dense = ConvModule(in_channels, out_channels, 3, stride, padding=1)
+        self.rbr_1x1 = ConvModule(in_channels, out_channels, 1, stride, padding=0)
+        self.rbr_reparam = None
+
+    def forward(self, x):
+        if self.rbr_reparam is not None:
+            return self.nonlinearity(self.se(self.rbr_reparam(x)))
+        out = self.rbr_dense(x) + self.rbr_1x1(x)
+        if self.rbr_identity is not None:
+            out = out + self.rbr_identity(x)
+        return self.nonlinearity(self.se(out))
+
+    def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The single 3x3 kernel and bias that equal the three branches in eval mode."""
+        k3, b3 = self._branch(self.rbr_dense)
+        k1, b1 = self._branch(self.rbr_1x1)
+        kernel, bias = k3 + F.pad(k1, [1, 1, 1, 1]), b3 + b1
+        if self.rbr_identity is not None:
+            identity = torch.zeros_like(k3)
+            identity[torch.arange(self.in_channels), torch.arange(self.in_channels), 1, 1] = 1.0
+            ki, bi = fold_bn(identity, None, self.rbr_identity)
+            kernel, bias = kernel + ki, bias + bi
+        return kernel, bias
+
+    @staticmethod
+    def _branch(module: ConvModule) -> tuple[torch.Tensor, torch.Tensor]:
+        if module.bn is None:  # already BN-folded
+            return module.conv.weight, module.conv.bias
+        return fold_bn(module.conv.weight, module.conv.bias, module.bn)
+
+    def fuse(self) -> None:
+        if self.rbr_reparam is not None:
+            return
+        kernel, bias = self.equivalent_kernel_bias()
+        self.rbr_reparam = nn.Conv2d(self.in_channels, self.out_channels, 3, self.stride, 1, bias=True)
+        self.rbr_reparam.weight.data.copy_(kernel.detach())
+        self.rbr_reparam.bias.data.copy_(bias.detach())
+        self.rbr_dense = self.rbr_1x1 = self.rbr_identity = None
+
+
+class BottleRep(nn.Module):
+    """Two basic blocks with a (learnable-weight) residual connection."""
+
+    def __init__(self, in_channels, out_channels, basic_block=RepVGGBlock, weight=False):
+        super().__init__()
+        self.conv1 = basic_block(in_channels, out_channels)
+        self.conv2 = basic_block(out_channels, out_channels)
+        self.shortcut = in_channels == out_channels
+        self.alpha = nn.Parameter(torch.ones(1)) if weight else 1.0
+
+    def forward(self, x):
+        out = self.conv2(self.conv1(x))
+        return out + self.alpha * x if self.shortcut else out
+
+
+class RepBlock(nn.Module):
+    """A stack of ``n`` blocks (or n//2 BottleReps when ``block`` is BottleRep)."""
+
+    def __init__(self, in_channels, out_channels, n=1, block=RepVGGBlock, basic_block=RepVGGBlock):
+        super().__init__()
+        if block is BottleRep:
+            self.conv1 = BottleRep(in_channels, out_channels, basic_block=basic_block, weight=True)
+            n = n // 2
+            extra = [BottleRep(out_channels, out_channels, basic_block=basic_block, weight=True) for _ in range(n - 1)]
+        else:
+            self.conv1 = block(in_channels, out_channels)
+            extra = [block(out_channels, out_channels) for _ in range(n - 1)]
+        self.block = nn.Sequential(*extra) if n > 1 else None
+
+    def forward(self, x):
+        x = self.conv1(x)
+        return self.block(x) if self.block is not None else x
+
+
+class BepC3(nn.Module):
+    """CSP stage: two 1x1 branches, one through a RepBlock of BottleReps, concatenated and mixed."""
+
+    def __init__(self, in_channels, out_channels, n=1, e=0.5, block=RepVGGBlock):
+        super().__init__()
+        hidden = int(out_channels * e)
+        conv = ConvBNSiLU if block is ConvBNSiLU else ConvBNReLU
+        self.cv1 = conv(in_channels, hidden, 1, 1)
+        self.cv2 = conv(in_channels, hidden, 1, 1)
+        self.cv3 = conv(2 * hidden, out_channels, 1, 1)
+        self.m = RepBlock(hidden, hidden, n=n, block=BottleRep, basic_block=block)
+
+    def forward(self, x):
+        return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), dim=1))
+
+
+class SPPFModule(nn.Module):
+    """Spatial pyramid pooling (fast): three chained max-pools, concatenated with their input."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=5, block=ConvBNReLU):
+        super().__init__()
+        hidden = in_channels // 2
+        self.cv1 = block(in_channels, hidden, 1, 1)
+        self.cv2 = block(hidden * 4, out_channels, 1, 1)
+        self.m = nn.MaxPool2d(kernel_size, stride=1, padding=kernel_size // 2)
+
+    def forward(self, x):
+        x = self.cv1(x)
+        y1 = self.m(x)
+        y2 = self.m(y1)
+        return self.cv2(torch.cat([x, y1, y2, self.m(y2)], 1))
+
+
+class CSPSPPFModule(nn.Module):
+    """CSP version of SPPF: a pooled branch and a 1x1 bypass, concatenated."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=5, e=0.5, block=ConvBNReLU):
+        super().__init__()
+        hidden = int(out_channels * e)
+        self.cv1 = block(in_channels, hidden, 1, 1)
+        self.cv2 = block(in_channels, hidden, 1, 1)
+        self.cv3 = block(hidden, hidden, 3, 1)
+        self.cv4 = block(hidden, hidden, 1, 1)
+        self.m = nn.MaxPool2d(kernel_size, stride=1, padding=kernel_size // 2)
+        self.cv5 = block(4 * hidden, hidden, 1, 1)
+        self.cv6 = block(hidden, hidden, 3, 1)
+        self.cv7 = block(2 * hidden, out_channels, 1, 1)
+
+    def forward(self, x):
+        x1 = self.cv4(self.cv3(self.cv1(x)))
+        y0 = self.cv2(x)
+        y1 = self.m(x1)
+        y2 = self.m(y1)
+        y3 = self.cv6(self.cv5(torch.cat([x1, y1, y2, self.m(y2)], 1)))
+        return self.cv7(torch.cat((y0, y3), dim=1))
+
+
+class SimSPPF(nn.Module):
+    def __init__(self, in_channels, out_channels, kernel_size=5, block=ConvBNReLU):
+        super().__init__()
+        self.sppf = SPPFModule(in_channels, out_channels, kernel_size, block)
+
+    def forward(self, x):
+        return self.sppf(x)
+
+
+class SPPF(SimSPPF):
+    def __init__(self, in_channels, out_channels, kernel_size=5, block=ConvBNSiLU):
+        super().__init__(in_channels, out_channels, kernel_size, block)
+
+
+class SimCSPSPPF(nn.Module):
+    def __init__(self, in_channels, out_channels, kernel_size=5, e=0.5, block=ConvBNReLU):
+        super().__init__()
+        self.cspsppf = CSPSPPFModule(in_channels, out_channels, kernel_size, e, block)
+
+    def forward(self, x):
+        return self.cspsppf(x)
+
+
+class CSPSPPF(SimCSPSPPF):
+    def __init__(self, in_channels, out_channels, kernel_size=5, e=0.5, block=ConvBNSiLU):
+        super().__init__(in_channels, out_channels, kernel_size, e, block)
+
+
+class Transpose(nn.Module):
+    """2x upsampling by a stride-2 transposed conv (kept as is by deploy conversion)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=2, stride=2):
+        super().__init__()
+        self.upsample_transpose = nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, bias=True)
+
+    def forward(self, x):
+        return self.upsample_transpose(x)
+
+
+class BiFusion(nn.Module):
+    """Fuse an upsampled coarse map, a same-level map and a downsampled finer map."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.cv1 = ConvBNReLU(in_channels[0], out_channels, 1, 1)
+        self.cv2 = ConvBNReLU(in_channels[1], out_channels, 1, 1)
+        self.cv3 = ConvBNReLU(out_channels * 3, out_channels, 1, 1)
+        self.upsample = Transpose(out_channels, out_channels)
+        self.downsample = ConvBNReLU(out_channels, out_channels, 3, 2)
+
+    def forward(self, x):
+        coarse, same, fine = x
+        return self.cv3(torch.cat((self.upsample(coarse), self.cv1(same), self.downsample(self.cv2(fine))), 1))

@@ -1,0 +1,30 @@
+"""FP32 ONNX export of the deploy model, checked with ONNX Runtime."""
+
+import copy
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from yolov6_build.contract import DETECTOR_INPUT, DETECTOR_OUTPUT
+from yolov6_build.export.onnx import export_onnx
+from yolov6_build.model.yolo import fuse_for_deploy
+
+
+def test_onnx_matches_torch_with_dynamic_batch(tmp_path, ref_model_n, ref_n):
+    model = fuse_for_deploy(copy.deepcopy(ref_model_n))
+    path = export_onnx(model, tmp_path / "n.onnx", (320, 320))
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == [DETECTOR_INPUT]
+    assert [o.name for o in graph.output] == [DETECTOR_OUTPUT]
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+    x = ref_n["input"]
+    batch = torch.cat([x, torch.flip(x, dims=[3])]).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {DETECTOR_INPUT: batch})[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(batch)).numpy()
+    assert got.shape == (2, 2100, 85)
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()

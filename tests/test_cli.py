@@ -1,0 +1,57 @@
+"""The command line: help for every subcommand, exit codes and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from yolov6_build.cli import build_parser, main
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "yolov6_build", *args], capture_output=True, text=True)
+
+
+def test_help_lists_subcommands():
+    result = _run("--help")
+    assert result.returncode == 0
+    for name in ("inspect", "fuse", "export-onnx"):
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("command", ["inspect", "fuse", "export-onnx"])
+def test_each_subcommand_has_help(command):
+    result = _run(command, "--help")
+    assert result.returncode == 0 and "checkpoint" in result.stdout
+
+
+def test_usage_error_exits_2():
+    assert _run("export-onnx").returncode == 2
+    assert _run("export-onnx", "x.pt", "-o", "y.onnx", "--img-size", "100").returncode == 2
+
+
+def test_failure_exits_1_with_one_line_reason(tmp_path):
+    result = _run("inspect", str(tmp_path / "missing.pt"))
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: checkpoint not found")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_inspect_fuse_export_smoke(tmp_path, ref_dir, capsys):
+    release = str(ref_dir / "ckpt_n_release_format.pt")
+    assert main(["inspect", release]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["size"] == "n" and summary["num_classes"] == 80 and not summary["deploy"]
+    assert main(["fuse", release, "-o", str(tmp_path / "deploy.pt")]) == 0
+    assert main(["inspect", str(tmp_path / "deploy.pt")]) == 0
+    assert json.loads(capsys.readouterr().out)["deploy"] is True
+    assert main(["export-onnx", str(tmp_path / "deploy.pt"), "-o", str(tmp_path / "m.onnx"), "--img-size", "320"]) == 0
+    assert (tmp_path / "m.onnx").stat().st_size > 1e6
+
+
+def test_parser_builds_without_heavy_imports():
+    code = ("import sys; from yolov6_build.cli import build_parser; build_parser(); "
+            "assert 'torch' not in sys.modules and 'onnx' not in sys.modules")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    assert build_parser().prog == "yolov6_build"
