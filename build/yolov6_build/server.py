@@ -1,0 +1,167 @@
+"""The embedded Triton server: the ``tritonserver`` binary shipped in the nvidia-pytriton wheel.
+
+The wheel's binary needs a backend directory holding the Python backend plus the stub built for
+this interpreter, its bundled shared libraries on LD_LIBRARY_PATH, and this venv's ``bin`` first on
+PATH (the stub runs model.py files with this interpreter's packages).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BuildError, DependencyError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How to run the server. Binds to loopback unless ``host`` says otherwise."""
+
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    model_control: str = "none"  # 'none' keeps the repository API from loading/unloading models
+    max_request_bytes: int = 64 * 1024 * 1024
+    log_verbose: int = 0
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _pytriton_dir() -> Path:
+    # Locate the package without importing it: only its files are needed, not its Python deps.
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise DependencyError("the embedded Triton server comes from the nvidia-pytriton wheel: "
+                              "pip install --no-deps nvidia-pytriton==0.7.0 (or run `make setup`)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def prepare_server_dir(work_dir: Path) -> Path:
+    """Lay out binary + backends (python backend with this interpreter's stub) under ``work_dir``."""
+    root = _pytriton_dir()
+    source = root / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise DependencyError(f"the Triton wheel has no Python backend stub for Python {version}")
+    target = work_dir / "tritonserver"
+    if not (target / "bin" / "tritonserver").is_file():
+        shutil.copytree(source, target, dirs_exist_ok=True, symlinks=True)
+    python_backend = target / "backends" / "python"
+    shutil.copy2(stub, python_backend / "triton_python_backend_stub")
+    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        candidate = source / "python_backend_stubs" / name
+        if candidate.is_file() and not (python_backend / name).is_file():
+            shutil.copy2(candidate, python_backend / name)
+    return target
+
+
+def server_environment() -> dict[str, str]:
+    root = _pytriton_dir()
+    libs = root.parent / "nvidia_pytriton.libs"
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("OMP_NUM_THREADS", "1")  # models set their own thread counts
+    return env
+
+
+class TritonServer:
+    """Start/stop the embedded server as a context manager; waits for readiness."""
+
+    def __init__(self, model_repository: Path, work_dir: Path, options: ServerOptions = ServerOptions(),
+                 log_path: Path | None = None):
+        self.model_repository = Path(model_repository).resolve()
+        self.work_dir = Path(work_dir)
+        self.options = options
+        self.log_path = log_path or self.work_dir / "tritonserver.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.options.host}:{self.options.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.options.host}:{self.options.grpc_port}"
+
+    def command(self) -> list[str]:
+        o = self.options
+        server_dir = prepare_server_dir(self.work_dir)
+        return [str(server_dir / "bin" / "tritonserver"),
+                f"--model-repository={self.model_repository}",
+                f"--backend-directory={server_dir / 'backends'}",
+                f"--http-address={o.host}", f"--http-port={o.http_port}",
+                f"--grpc-address={o.host}", f"--grpc-port={o.grpc_port}",
+                f"--metrics-address={o.host}", f"--metrics-port={o.metrics_port}",
+                f"--model-control-mode={o.model_control}",
+                f"--log-verbose={o.log_verbose}", "--exit-on-error=true", "--strict-readiness=true",
+                *o.extra_args]
+
+    def start(self, timeout_s: float = 180.0) -> "TritonServer":
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        command = self.command()
+        log.info("starting Triton: %s", " ".join(command))
+        self._log_file = open(self.log_path, "ab")
+        self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT,
+                                        env=server_environment(), start_new_session=True)
+        self.wait_ready(timeout_s)
+        return self
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise BuildError(f"Triton exited with code {self.process.returncode} while starting; "
+                                 f"last log lines:\n{self.log_tail()}")
+            if self.is_ready():
+                log.info("Triton ready on http %s, grpc %s", self.http_url, self.grpc_url)
+                return
+            time.sleep(0.25)
+        self.stop()
+        raise BuildError(f"Triton not ready after {timeout_s:.0f}s; last log lines:\n{self.log_tail()}")
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=1) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return False
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM lets in-flight requests finish (Triton's graceful shutdown); SIGKILL after timeout."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+        self._log_file.close()
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
