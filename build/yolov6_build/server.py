@@ -114,7 +114,7 @@ class TritonServer:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         command = self.command()
         log.info("starting Triton: %s", " ".join(command))
-        self._log_file = open(self.log_path, "ab")
+        self._log_file = open(self.log_path, "wb")
         self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT,
                                         env=server_environment(), start_new_session=True)
         self.wait_ready(timeout_s)

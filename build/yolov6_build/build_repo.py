@@ -1,0 +1,83 @@
+"""Stage: checkpoint -> Triton model repository (configs, model.py files, detector model, manifest)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from . import contract as c
+from .coco_names import default_class_names
+from .repository import RepositoryConfig, remove_stale, write_repository
+
+log = logging.getLogger(__name__)
+
+WARMUP_JPEG = Path(__file__).parent / "assets" / "warmup.jpg"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def repository_config_for(checkpoint_info, flavour: str, **overrides) -> RepositoryConfig:
+    """Defaults from the checkpoint (input size, class names), then explicit overrides."""
+    names = default_class_names(checkpoint_info.num_classes, checkpoint_info.class_names)
+    cfg = RepositoryConfig(flavour=flavour, input_hw=tuple(checkpoint_info.input_hw), class_names=tuple(names))
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", detector_onnx: Path | None = None,
+                     **overrides) -> Path:
+    """Write a complete repository for ``flavour`` into ``out_dir``; returns the manifest path.
+
+    cpu: the detector is ``detector_onnx`` when given (e.g. the INT8 ORT graph), else the FP32 graph
+    exported here. gpu: writes model.dali and the ONNX the TensorRT step builds ``model.plan`` from.
+    """
+    from .export.onnx import export_onnx
+    from .model.checkpoint import load_checkpoint
+    from .model.yolo import fuse_for_deploy
+
+    started = time.monotonic()
+    model, info = load_checkpoint(checkpoint)
+    cfg = repository_config_for(info, flavour, **overrides)
+    out_dir = Path(out_dir)
+    remove_stale(out_dir, cfg)
+    write_repository(cfg, out_dir, WARMUP_JPEG.read_bytes())
+    fuse_for_deploy(model)
+    version_dir = out_dir / c.DETECTOR_MODEL / "1"
+    if flavour == "cpu":
+        target = version_dir / "model.onnx"
+        if detector_onnx is not None:
+            target.write_bytes(Path(detector_onnx).read_bytes())
+        else:
+            export_onnx(model, target, cfg.input_hw, topk=cfg.topk)
+        artifacts = [target]
+    else:
+        from .dali.pipeline import serialize_gpu_pipeline
+
+        dali_file = serialize_gpu_pipeline(out_dir / c.DALI_MODEL / "1" / "model.dali", cfg.input_hw,
+                                           cfg.max_batch_size)
+        onnx_file = Path(detector_onnx) if detector_onnx else export_onnx(
+            model, out_dir.parent / f"{out_dir.name}_detector.onnx", cfg.input_hw, topk=cfg.topk)
+        artifacts = [dali_file, onnx_file]
+        log.info("gpu flavour: build %s/model.plan from %s with `python -m yolov6_build build-engine` "
+                 "on the GPU host (docker compose run build)", version_dir, onnx_file)
+    manifest = {
+        "stage": "build-repo",
+        "checkpoint": {"path": str(checkpoint), "sha256": sha256(Path(checkpoint)), "size": info.size,
+                       "num_classes": info.num_classes, "format": info.source_format},
+        "config": asdict(cfg),
+        "artifacts": {str(p): sha256(p) for p in artifacts},
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    manifest_path = out_dir / "manifest.json"
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    log.info("built %s repository in %s (%.1fs)", flavour, out_dir, manifest["seconds"])
+    return manifest_path
