@@ -11,7 +11,8 @@ from pathlib import Path
 
 from . import contract as c
 from .coco_names import default_class_names
-from .repository import RepositoryConfig, remove_stale, write_repository
+from .errors import ArtifactError
+from .repository import RepositoryConfig, check_ensemble_wiring, parse_repository, remove_stale, write_repository
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", dete
     started = time.monotonic()
     model, info = load_checkpoint(checkpoint)
     cfg = repository_config_for(info, flavour, **overrides)
+    problems = check_ensemble_wiring(parse_repository(cfg))
+    if problems:
+        raise ArtifactError("generated ensemble is inconsistent: " + "; ".join(problems))
     out_dir = Path(out_dir)
     remove_stale(out_dir, cfg)
     write_repository(cfg, out_dir, WARMUP_JPEG.read_bytes())

@@ -61,6 +61,102 @@ def cmd_export_onnx(args) -> int:
     return 0
 
 
+def cmd_build_repo(args) -> int:
+    from .build_repo import build_repository
+
+    overrides = {"input_hw": args.img_size, "max_batch_size": args.max_batch_size,
+                 "max_queue_delay_us": args.max_queue_delay_us, "preprocess_instances": args.preprocess_instances,
+                 "detector_instances": args.detector_instances, "nms_instances": args.nms_instances,
+                 "conf_threshold": args.conf, "iou_threshold": args.iou, "max_detections": args.max_det,
+                 "intra_op_threads": args.threads}
+    out = args.output or Path("model_repository") / args.flavour
+    build_repository(args.checkpoint, out, args.flavour, detector_onnx=args.detector_onnx, **overrides)
+    return 0
+
+
+def _server(args):
+    from .server import ServerOptions, TritonServer
+
+    options = ServerOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+                            metrics_port=args.metrics_port)
+    return TritonServer(args.repository, args.work_dir, options)
+
+
+def cmd_serve(args) -> int:
+    import signal
+    import threading
+
+    server = _server(args).start()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("serving %s: http %s, grpc %s (Ctrl-C stops)", args.repository, server.http_url, server.grpc_url)
+    try:
+        while not stop.wait(1.0):
+            if server.process.poll() is not None:
+                raise BuildError(f"Triton exited with code {server.process.returncode}:\n{server.log_tail()}")
+    finally:
+        server.stop()
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.checkpoint, args.repository, args.out_dir, _server(args), args.images)
+
+
+def cmd_make_dataset(args) -> int:
+    from .synthetic import SPLITS, generate
+
+    counts = {split: args.count or n for split, n in SPLITS.items()}
+    generate(args.output, seed=args.seed, counts=counts)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train.loop import TrainConfig, train
+
+    data = args.data / "annotations"
+    cfg = TrainConfig(train_annotations=str(data / "instances_train.json"),
+                      val_annotations=str(data / "instances_val.json"), out_dir=str(args.output), size=args.size,
+                      input_hw=args.img_size, epochs=args.epochs, batch_size=args.batch_size,
+                      optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, eval_every=args.eval_every,
+                      eval_limit=args.eval_limit, workers=args.workers, seed=args.seed, max_iters=args.max_iters)
+    final = train(cfg)
+    log.info("trained model written to %s", final)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .data import CocoDataset
+    from .evaluate import EvalSettings, evaluate, onnx_runner, torch_runner, write_result
+
+    dataset = CocoDataset(args.annotations, args.images)
+    if args.model.suffix == ".onnx":
+        runner, input_hw = onnx_runner(args.model), args.img_size or DEFAULT_INPUT_HW
+    else:
+        from .model.checkpoint import load_checkpoint
+
+        model, info = load_checkpoint(args.model)
+        runner, input_hw = torch_runner(model), args.img_size or info.input_hw
+    metrics = evaluate(runner, dataset, input_hw, EvalSettings(batch_size=args.batch_size, limit=args.limit))
+    print(f"{'model':<40} {'mAP@0.5:0.95':>12} {'mAP@0.5':>8} {'images':>7}")
+    print(f"{str(args.model):<40} {metrics['map50_95']:>12.4f} {metrics['map50']:>8.4f} {metrics['images']:>7}")
+    if args.output:
+        write_result(args.output, str(args.model), metrics, {"input_hw": list(input_hw)})
+    return 0
+
+
+def _add_server_options(p) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--work-dir", type=Path, default=Path("artifacts/server"),
+                   help="where the server binary is laid out and logs are written")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yolov6_build", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -86,6 +182,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch axis to 1")
     p.set_defaults(func=cmd_export_onnx)
+
+    p = sub.add_parser("build-repo", help="write a Triton model repository (configs, model.py, detector model)")
+    p.add_argument("checkpoint", type=Path, help="input checkpoint (any supported format)")
+    p.add_argument("--flavour", choices=("cpu", "gpu"), default="cpu",
+                   help="cpu: embedded server, ORT detector; gpu: DALI backend + TensorRT plan (default cpu)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="repository folder (default model_repository/FLAVOUR)")
+    p.add_argument("--detector-onnx", type=Path, default=None,
+                   help="use this detector graph (e.g. the INT8 one) instead of exporting FP32")
+    p.add_argument("--img-size", type=_hw, default=None, help="network input, N or HxW (default: the checkpoint's)")
+    p.add_argument("--max-batch-size", type=int, default=None, help="max batch of every model (default 8)")
+    p.add_argument("--max-queue-delay-us", type=int, default=None, help="dynamic batching delay (default 2000)")
+    p.add_argument("--preprocess-instances", type=int, default=None, help="preprocess instances (default 1)")
+    p.add_argument("--detector-instances", type=int, default=None, help="detector instances (default 1)")
+    p.add_argument("--nms-instances", type=int, default=None, help="NMS instances (default 1)")
+    p.add_argument("--conf", type=float, default=None, help="default score threshold (default 0.25)")
+    p.add_argument("--iou", type=float, default=None, help="default NMS IoU threshold (default 0.45)")
+    p.add_argument("--max-det", type=int, default=None, help="detections per image, output size (default 100)")
+    p.add_argument("--threads", type=int, default=None, help="ORT threads per detector instance (0 = all cores)")
+    p.set_defaults(func=cmd_build_repo)
+
+    p = sub.add_parser("serve", help="run the embedded Triton server on a repository until Ctrl-C")
+    p.add_argument("repository", type=Path, nargs="?", default=Path("model_repository/cpu"),
+                   help="model repository (default model_repository/cpu)")
+    _add_server_options(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="build the CPU repository, serve it, detect sample images over gRPC, stop")
+    p.add_argument("--checkpoint", type=Path, default=Path("models/yolov6n_synthetic_320.pt"),
+                   help="checkpoint to serve (default: the bundled demo model)")
+    p.add_argument("--repository", type=Path, default=Path("model_repository/cpu"), help="repository to build into")
+    p.add_argument("--images", type=Path, default=None, help="folder of images (default: generated samples)")
+    p.add_argument("--out-dir", type=Path, default=Path("artifacts/demo"), help="where annotated images go")
+    _add_server_options(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("make-dataset", help="write the deterministic synthetic COCO-format dataset")
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/datasets/synthetic"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--count", type=int, default=None, help="images per split (default train 2000/val 300/calib 256)")
+    p.set_defaults(func=cmd_make_dataset)
+
+    p = sub.add_parser("train", help="train YOLOv6 on a COCO-format dataset (CPU)")
+    p.add_argument("--data", type=Path, default=Path("artifacts/datasets/synthetic"),
+                   help="dataset root with annotations/instances_{train,val}.json and image folders")
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/train"), help="run folder (resumes if present)")
+    p.add_argument("--size", choices=("n", "s", "m", "l"), default="n")
+    p.add_argument("--img-size", type=_hw, default=(320, 320))
+    p.add_argument("--epochs", type=int, default=35)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")
+    p.add_argument("--lr", type=float, default=0.002)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--eval-every", type=int, default=5, help="epochs between val mAP checks")
+    p.add_argument("--eval-limit", type=int, default=100, help="val images used for the periodic check")
+    p.add_argument("--workers", type=int, default=1, help="data loader processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations (smoke runs)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="COCO mAP of a checkpoint (PyTorch) or an ONNX graph (ONNX Runtime)")
+    p.add_argument("model", type=Path, help=".pt checkpoint or .onnx graph")
+    p.add_argument("--annotations", type=Path,
+                   default=Path("artifacts/datasets/synthetic/annotations/instances_val.json"))
+    p.add_argument("--images", type=Path, default=None, help="image folder (default: next to the annotations)")
+    p.add_argument("--img-size", type=_hw, default=None, help="network input (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=int, default=None, help="first N images only")
+    p.add_argument("-o", "--output", type=Path, default=None, help="write the result as JSON")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -107,17 +107,17 @@ def box_iou(boxes_a_xyxy: np.ndarray, boxes_b_xyxy: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int | None = None) -> np.ndarray:
     """Greedy NMS. Returns int64 indices of kept boxes by descending score (ties: lower index first).
 
     A box is suppressed when its IoU with a kept, higher-scored box is strictly greater than the
-    threshold (torchvision's rule).
+    threshold (torchvision's rule). ``max_keep`` stops after that many kept boxes (same prefix).
     """
     order = np.argsort(-scores, kind="stable")
     x1, y1, x2, y2 = np.asarray(boxes_xyxy, dtype=np.float32).T
     areas = (x2 - x1) * (y2 - y1)
     keep = []
-    while order.size:  # one iteration per kept box; survivors shrink each time
+    while order.size and (max_keep is None or len(keep) < max_keep):  # one iteration per kept box
         i, rest = order[0], order[1:]
         keep.append(i)
         w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
@@ -128,13 +128,14 @@ def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.
     return np.asarray(keep, dtype=np.int64)
 
 
-def batched_nms(boxes_xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_threshold: float) -> np.ndarray:
+def batched_nms(boxes_xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_threshold: float,
+                max_keep: int | None = None) -> np.ndarray:
     """Class-aware NMS: boxes of different classes never suppress each other (coordinate-offset trick)."""
     if len(boxes_xyxy) == 0:
         return np.zeros(0, dtype=np.int64)
     offset = float(np.abs(boxes_xyxy).max()) + 1.0
     shifted = boxes_xyxy + (class_ids.astype(np.float32) * offset)[:, None]
-    return nms(shifted, scores, iou_threshold)
+    return nms(shifted, scores, iou_threshold, max_keep)
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def select_detections(boxes_xyxy: np.ndarray, scores: np.ndarray, class_ids: np.
     """Score threshold, class-aware NMS, cap. Inputs are per-anchor candidates of one image."""
     mask = scores > conf_threshold
     boxes_xyxy, scores, class_ids = boxes_xyxy[mask], scores[mask], class_ids[mask]
-    keep = batched_nms(boxes_xyxy, scores, class_ids, iou_threshold)[:max_detections]
+    keep = batched_nms(boxes_xyxy, scores, class_ids, iou_threshold, max_detections)
     return Detections(boxes_xyxy[keep].astype(np.float32), scores[keep].astype(np.float32),
                       class_ids[keep].astype(np.int32))
 

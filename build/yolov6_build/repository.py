@@ -248,3 +248,59 @@ def remove_stale(out_dir: Path, cfg: RepositoryConfig) -> None:
     for child in Path(out_dir).iterdir() if Path(out_dir).is_dir() else []:
         if child.is_dir() and child.name.startswith(c.ENSEMBLE_MODEL) and child.name not in keep:
             shutil.rmtree(child)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def parse_config(text: str):
+    """Parse config.pbtxt text with Triton's own ModelConfig protobuf (shipped in tritonclient)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def check_ensemble_wiring(configs: dict) -> list[str]:
+    """Problems in the ensemble's data flow: unknown models/tensors, dtype or dims mismatches.
+
+    ``configs`` maps model name -> parsed ModelConfig. Returns [] when consistent.
+    """
+    problems = []
+    ensemble = configs[c.ENSEMBLE_MODEL]
+    available = {t.name: (t.data_type, list(t.dims)) for t in ensemble.input}
+    for step in ensemble.ensemble_scheduling.step:
+        model = configs.get(step.model_name)
+        if model is None:
+            problems.append(f"step model {step.model_name!r} has no config")
+            continue
+        inputs = {t.name: (t.data_type, list(t.dims)) for t in model.input}
+        outputs = {t.name: (t.data_type, list(t.dims)) for t in model.output}
+        for key, value in step.input_map.items():
+            if key not in inputs:
+                problems.append(f"{step.model_name} has no input {key!r}")
+            elif value not in available:
+                problems.append(f"{step.model_name}.{key} reads {value!r}, which no earlier step produces")
+            elif available[value] != inputs[key]:
+                problems.append(f"{step.model_name}.{key} expects {inputs[key]}, gets {available[value]}")
+        missing = set(inputs) - set(step.input_map)
+        if missing:
+            problems.append(f"{step.model_name} inputs not fed: {sorted(missing)}")
+        for key, value in step.output_map.items():
+            if key not in outputs:
+                problems.append(f"{step.model_name} has no output {key!r}")
+            else:
+                available[value] = outputs[key]
+        if model.max_batch_size != ensemble.max_batch_size:
+            problems.append(f"{step.model_name} max_batch_size {model.max_batch_size} != ensemble's "
+                            f"{ensemble.max_batch_size}")
+    for tensor in ensemble.output:
+        if available.get(tensor.name) != (tensor.data_type, list(tensor.dims)):
+            problems.append(f"ensemble output {tensor.name!r} {list(tensor.dims)} not produced as declared")
+    return problems
+
+
+def parse_repository(cfg: RepositoryConfig, warmup_bytes: int = 1) -> dict:
+    """Render and parse every config of the flavour: model name -> ModelConfig."""
+    return {rel.split("/")[0]: parse_config(text) for rel, text in render_repository(cfg, warmup_bytes).items()
+            if rel.endswith("config.pbtxt")}

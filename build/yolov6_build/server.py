@@ -84,7 +84,7 @@ class TritonServer:
     def __init__(self, model_repository: Path, work_dir: Path, options: ServerOptions = ServerOptions(),
                  log_path: Path | None = None):
         self.model_repository = Path(model_repository).resolve()
-        self.work_dir = Path(work_dir)
+        self.work_dir = Path(work_dir).resolve()
         self.options = options
         self.log_path = log_path or self.work_dir / "tritonserver.log"
         self.process: subprocess.Popen | None = None

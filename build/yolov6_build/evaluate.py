@@ -1,0 +1,131 @@
+"""COCO mAP for any detector runner, with the serving letterbox, NMS and box mapping.
+
+A runner maps a batch of letterboxed images float32 [B,3,H,W] to candidates
+(boxes_xyxy [B,K,4] input pixels, scores [B,K], class_ids [B,K]); torch models and ONNX graphs
+(raw or top-k outputs) are wrapped here, so every variant is measured the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import contract as c
+from .data import CocoDataset, load_rgb
+from .geometry import Detections, candidates_from_raw, letterbox_image
+from .postprocess import detections_for_image
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    conf_threshold: float = c.EVAL_CONF_THRESHOLD
+    iou_threshold: float = c.EVAL_IOU_THRESHOLD
+    max_detections: int = c.EVAL_MAX_DETECTIONS
+    batch_size: int = 8
+    limit: int | None = None  # evaluate the first N images only
+
+
+def torch_runner(model) -> Runner:
+    import torch
+
+    model.eval()
+
+    def run(images: np.ndarray):
+        with torch.no_grad():
+            raw = model(torch.from_numpy(images)).numpy()
+        return _split_raw(raw)
+
+    return run
+
+
+def _split_raw(raw: np.ndarray):
+    per_image = [candidates_from_raw(r) for r in raw]
+    return tuple(np.stack([p[i] for p in per_image]) for i in range(3))
+
+
+def onnx_runner(path: str | Path, threads: int = 0) -> Runner:
+    """ONNX Runtime on CPU; accepts graphs with raw ``outputs`` or the top-k candidate outputs."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+
+    def run(images: np.ndarray):
+        if c.CANDIDATE_BOXES in names:
+            outs = session.run([c.CANDIDATE_BOXES, c.CANDIDATE_SCORES, c.CANDIDATE_CLASSES],
+                               {c.DETECTOR_INPUT: images})
+            return tuple(outs)
+        return _split_raw(session.run([c.DETECTOR_OUTPUT], {c.DETECTOR_INPUT: images})[0])
+
+    return run
+
+
+def predict_dataset(runner: Runner, dataset: CocoDataset, input_hw: tuple[int, int],
+                    settings: EvalSettings = EvalSettings(), progress: bool = True) -> dict[int, Detections]:
+    """Detections (original pixels) per image id, with the reference letterbox."""
+    from tqdm import tqdm
+
+    samples = dataset.samples[: settings.limit] if settings.limit else dataset.samples
+    results: dict[int, Detections] = {}
+    for start in tqdm(range(0, len(samples), settings.batch_size), desc="evaluate", unit="batch",
+                      disable=not progress or None, leave=False):
+        chunk = samples[start:start + settings.batch_size]
+        prepared = [letterbox_image(load_rgb(s.path), input_hw) for s in chunk]
+        boxes, scores, classes = runner(np.stack([p[0] for p in prepared]))
+        for i, sample in enumerate(chunk):
+            results[sample.image_id] = detections_for_image(
+                boxes[i], scores[i], classes[i], prepared[i][1].as_array(), settings.conf_threshold,
+                settings.iou_threshold, settings.max_detections)
+    return results
+
+
+def coco_results(dataset: CocoDataset, detections: dict[int, Detections]) -> list[dict]:
+    """COCO results list: bbox as x, y, w, h in original pixels, dataset category ids."""
+    rows = []
+    for image_id, dets in detections.items():
+        for box, score, cls in zip(dets.boxes_xyxy, dets.scores, dets.class_ids):
+            rows.append({"image_id": int(image_id), "category_id": int(dataset.category_ids[int(cls)]),
+                         "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
+                         "score": float(score)})
+    return rows
+
+
+def coco_map(dataset: CocoDataset, detections: dict[int, Detections]) -> dict[str, float]:
+    """{'map50_95', 'map50', 'images'} from faster-coco-eval's COCOeval over the evaluated images."""
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    gt = COCO(str(dataset.annotations))
+    rows = coco_results(dataset, detections)
+    if not rows:
+        return {"map50_95": 0.0, "map50": 0.0, "images": len(detections)}
+    dt = gt.loadRes(rows)
+    evaluator = COCOeval_faster(gt, dt, "bbox", print_function=log.debug)
+    evaluator.params.imgIds = sorted(detections)
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    return {"map50_95": float(evaluator.stats[0]), "map50": float(evaluator.stats[1]), "images": len(detections)}
+
+
+def evaluate(runner: Runner, dataset: CocoDataset, input_hw: tuple[int, int],
+             settings: EvalSettings = EvalSettings(), progress: bool = True) -> dict[str, float]:
+    return coco_map(dataset, predict_dataset(runner, dataset, input_hw, settings, progress))
+
+
+def write_result(path: str | Path, name: str, metrics: dict, extra: dict | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"model": name, **metrics, **(extra or {})}, indent=2) + "\n")
+    return path

@@ -1,0 +1,98 @@
+"""The DALI letterbox pipeline against the numpy/OpenCV reference, and per-image failure isolation."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from yolov6_build.dali.pipeline import CpuLetterbox, serialize_gpu_pipeline
+from yolov6_build.geometry import letterbox_image, letterbox_params, unletterbox_boxes
+
+INPUT_HW = (320, 320)
+# DALI's bilinear resize vs OpenCV INTER_LINEAR: at most one grey level apart (measured: 1/255)
+PIXEL_TOLERANCE = 1.5 / 255
+
+
+def _encode(array: np.ndarray, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _smooth_image(rng, h, w, channels=3):
+    base = rng.integers(0, 256, (max(2, h // 16), max(2, w // 16), channels), dtype=np.uint8)
+    image = Image.fromarray(base.squeeze()).resize((w, h), Image.BILINEAR)
+    return np.asarray(image)
+
+
+@pytest.fixture(scope="module")
+def letterbox():
+    return CpuLetterbox(INPUT_HW, max_batch_size=4)
+
+
+SIZES = [(480, 640), (640, 480), (1, 517), (517, 1), (2, 2), (333, 333), (719, 1280), (3000, 4000), (321, 319)]
+
+
+def test_dali_matches_reference_on_many_sizes(letterbox):
+    rng = np.random.default_rng(0)
+    arrays = [_smooth_image(rng, h, w) for h, w in SIZES]
+    results = letterbox([_encode(a) for a in arrays])
+    for array, (images, geometry) in zip(arrays, results):
+        reference, box = letterbox_image(array, INPUT_HW)
+        np.testing.assert_array_equal(geometry, box.as_array())
+        assert images.shape == (3, *INPUT_HW) and images.dtype == np.float32
+        assert np.abs(images - reference).max() <= PIXEL_TOLERANCE, array.shape
+
+
+def test_grayscale_png_and_jpeg_become_rgb(letterbox):
+    rng = np.random.default_rng(1)
+    grey = _smooth_image(rng, 200, 300, channels=1)
+    colour = _smooth_image(rng, 240, 200)
+    (grey_out, _), (jpeg_out, jpeg_box) = letterbox([_encode(grey), _encode(colour, "JPEG")])
+    reference, _ = letterbox_image(grey, INPUT_HW)
+    assert np.abs(grey_out - reference).max() <= PIXEL_TOLERANCE
+    np.testing.assert_allclose(grey_out[0], grey_out[1])
+    jpeg_reference, _ = letterbox_image(np.asarray(Image.open(io.BytesIO(_encode(colour, "JPEG")))), INPUT_HW)
+    assert np.abs(jpeg_out - jpeg_reference).mean() < 2 / 255  # decoders may differ slightly on JPEG
+
+
+def test_bad_image_fails_alone(letterbox):
+    good = _encode(_smooth_image(np.random.default_rng(2), 100, 150), "JPEG")
+    results = letterbox([good, b"not an image", good[: len(good) // 3], good, good, good])
+    kinds = [isinstance(r, Exception) for r in results]
+    assert kinds == [False, True, True, False, False, False]
+    assert "decode" in str(results[1])
+    again = letterbox([good])  # the pipeline still works afterwards
+    assert not isinstance(again[0], Exception)
+
+
+def test_boxes_map_back_onto_synthetic_objects(letterbox):
+    """Draw bright rectangles at known places, find them in the letterboxed input, map back."""
+    for h, w in [(480, 640), (900, 300), (333, 777)]:
+        image = np.zeros((h, w, 3), np.uint8)
+        truth = np.array([[w * 0.1, h * 0.2, w * 0.4, h * 0.5], [w * 0.6, h * 0.55, w * 0.95, h * 0.9]])
+        truth = np.round(truth)
+        for x1, y1, x2, y2 in truth.astype(int):
+            image[y1:y2, x1:x2] = 255
+        (net, geometry), = letterbox([_encode(image)])
+        box = letterbox_params((h, w), INPUT_HW)
+        found = []
+        bright = net[0] > 0.5
+        for x1, y1, x2, y2 in truth:  # search each object's own region in network space
+            sx, sy = box.scale_yx[1], box.scale_yx[0]
+            region = np.zeros_like(bright)
+            region[int(y1 * sy + box.pad_top) - 2:int(y2 * sy + box.pad_top) + 2,
+                   int(x1 * sx + box.pad_left) - 2:int(x2 * sx + box.pad_left) + 2] = True
+            ys, xs = np.nonzero(bright & region)
+            found.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+        mapped = unletterbox_boxes(np.array(found, np.float32), box)
+        pixel = max(1 / box.scale_yx[0], 1 / box.scale_yx[1])  # one network pixel in original pixels
+        np.testing.assert_allclose(mapped, truth, atol=1.5 * pixel)
+
+
+def test_gpu_pipeline_serialises_without_gpu(tmp_path):
+    path = serialize_gpu_pipeline(tmp_path / "model.dali", (640, 640), 8)
+    data = path.read_bytes()
+    assert b"decoders__Image" in data and b"mixed" in data  # the GPU (mixed) decoder, not the CPU one
+    assert b"ExternalSource" in data and b"image" in data
