@@ -7,7 +7,13 @@ PYTEST_ARGS ?=
 # Triton's embedded server ships in the nvidia-pytriton wheel; it pins numpy<2 but we only need its binary.
 PYTRITON := nvidia-pytriton==0.7.0
 
-.PHONY: setup test clean help
+CLI := $(PY) -m yolov6_build
+DEMO_MODEL ?= models/yolov6n_synthetic_320.pt
+CHECKPOINT ?= $(DEMO_MODEL)
+FLAVOUR ?= cpu
+DATASET := artifacts/datasets/synthetic
+
+.PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,6 +30,28 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 
 test: setup  ## run the test suite (CPU only; GPU/TensorRT tests skip with a reason)
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+demo: setup  ## build the CPU repository from the demo model, serve it, detect sample images, stop
+	$(CLI) demo --checkpoint $(DEMO_MODEL)
+
+build-repo: setup  ## write model_repository/$(FLAVOUR) from $(CHECKPOINT) (FLAVOUR=cpu|gpu)
+	$(CLI) build-repo $(CHECKPOINT) --flavour $(FLAVOUR)
+
+serve: setup  ## serve model_repository/cpu on 127.0.0.1 (8000 http, 8001 grpc, 8002 metrics) until Ctrl-C
+	$(CLI) serve model_repository/$(FLAVOUR)
+
+dataset: setup  ## generate the synthetic COCO-format dataset (train/val/calib) into $(DATASET)
+	test -f $(DATASET)/annotations/instances_calib.json || $(CLI) make-dataset -o $(DATASET)
+
+train-demo: dataset  ## train the demo YOLOv6-n at 320 on CPU (about 75 min; resumable), copy it to models/
+	$(CLI) train --data $(DATASET) -o artifacts/train_demo --size n --img-size 320 --epochs 35 --batch-size 16 \
+		--optimizer adamw --lr 0.002 --weight-decay 0.05 --eval-every 5 --eval-limit 100
+	$(CLI) fuse artifacts/train_demo/model.pt -o $(DEMO_MODEL)
+
+eval-demo: dataset  ## COCO mAP of the demo model on the val split (PyTorch and ONNX Runtime FP32)
+	$(CLI) eval $(DEMO_MODEL) -o artifacts/eval/demo_fp32_torch.json
+	$(CLI) export-onnx $(DEMO_MODEL) -o artifacts/eval/demo_fp32.onnx
+	$(CLI) eval artifacts/eval/demo_fp32.onnx --img-size 320 -o artifacts/eval/demo_fp32_ort.json
 
 clean:  ## remove generated artifacts (keeps .venv)
 	rm -rf artifacts .pytest_cache
