@@ -35,12 +35,20 @@ def repository_config_for(checkpoint_info, flavour: str, **overrides) -> Reposit
 
 
 def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", detector_onnx: Path | None = None,
-                     **overrides) -> Path:
+                     calib: Path | None = None, quantize_config=None, **overrides) -> Path:
     """Write a complete repository for ``flavour`` into ``out_dir``; returns the manifest path.
 
-    cpu: the detector is ``detector_onnx`` when given (e.g. the INT8 ORT graph), else the FP32 graph
-    exported here. gpu: writes model.dali and the ONNX the TensorRT step builds ``model.plan`` from.
+    The detector graph: ``detector_onnx`` when given; else, with ``calib`` images, the INT8 graph
+    PTQ makes from them (ORT QDQ for cpu, explicit Q/DQ for gpu's TensorRT); else FP32.
+    cpu places it as model.onnx; gpu writes model.dali and the ONNX TensorRT builds model.plan from.
     """
+    quantize_report = None
+    if detector_onnx is None and calib is not None:
+        from .quantize.stage import QuantizeStageConfig, run_quantize
+
+        quant_dir = Path(out_dir).parent / f"{Path(out_dir).name}_quantize"
+        quantize_report = run_quantize(checkpoint, calib, quant_dir, quantize_config or QuantizeStageConfig())
+        detector_onnx = quant_dir / ("detector_int8_ort.onnx" if flavour == "cpu" else "detector_qdq.onnx")
     from .export.onnx import export_onnx
     from .model.checkpoint import load_checkpoint
     from .model.yolo import fuse_for_deploy
@@ -79,6 +87,8 @@ def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", dete
                        "num_classes": info.num_classes, "format": info.source_format},
         "config": asdict(cfg),
         "artifacts": {str(p): sha256(p) for p in artifacts},
+        "detector": "fp32" if detector_onnx is None else str(detector_onnx),
+        "quantize": quantize_report,
         "seconds": round(time.monotonic() - started, 2),
     }
     manifest_path = out_dir / "manifest.json"

@@ -70,7 +70,14 @@ def cmd_build_repo(args) -> int:
                  "conf_threshold": args.conf, "iou_threshold": args.iou, "max_detections": args.max_det,
                  "intra_op_threads": args.threads}
     out = args.output or Path("model_repository") / args.flavour
-    build_repository(args.checkpoint, out, args.flavour, detector_onnx=args.detector_onnx, **overrides)
+    quantize_config = None
+    if args.calib:
+        from .quantize.ptq import PtqConfig
+        from .quantize.stage import QuantizeStageConfig
+
+        quantize_config = QuantizeStageConfig(ptq=PtqConfig(calibrator=args.calibrator), calib_images=args.calib_images)
+    build_repository(args.checkpoint, out, args.flavour, detector_onnx=args.detector_onnx, calib=args.calib,
+                     quantize_config=quantize_config, **overrides)
     return 0
 
 
@@ -103,7 +110,7 @@ def cmd_serve(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(args.checkpoint, args.repository, args.out_dir, _server(args), args.images)
+    return run_demo(args.checkpoint, args.repository, args.out_dir, _server(args), args.images, args.calib)
 
 
 def cmd_make_dataset(args) -> int:
@@ -148,6 +155,58 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _ptq_config(args):
+    from .quantize.ptq import PtqConfig
+
+    return PtqConfig(calibrator=args.calibrator, percentile=args.percentile, exclude=tuple(args.exclude or ()))
+
+
+def cmd_quantize(args) -> int:
+    from .quantize.stage import QuantizeStageConfig, run_quantize
+
+    cfg = QuantizeStageConfig(ptq=_ptq_config(args), calib_images=args.calib_images, batch_size=args.batch_size,
+                              float_top_k=args.float_top_k, auto_budget_points=args.auto_budget,
+                              sensitivity_images=args.sensitivity_images,
+                              val_annotations=str(args.val) if args.val else None, val_limit=args.val_limit)
+    report = run_quantize(args.checkpoint, args.calib, args.output, cfg)
+    print(json.dumps({k: report[k] for k in ("float_layers", "seconds")}, indent=2))
+    return 0
+
+
+def cmd_sensitivity(args) -> int:
+    from .model.checkpoint import load_checkpoint
+    from .model.yolo import fuse_for_deploy
+    from .quantize.calibration import load_batches
+    from .quantize.ptq import quantize_ptq
+    from .quantize.sensitivity import analyse, rank, write_report
+    from .quantize.stage import _map_fn
+
+    model, info = load_checkpoint(args.checkpoint)
+    fuse_for_deploy(model)
+    batches = load_batches(args.calib, info.input_hw, args.calib_images, args.batch_size)
+    quant = quantize_ptq(model, batches, _ptq_config(args))
+    probe = load_batches(args.calib, info.input_hw, args.images, args.batch_size, seed=1)
+    map_fn = _map_fn(args.val, info.input_hw, args.val_limit) if args.val else None
+    results = analyse(model, quant, probe, map_fn)
+    paths = write_report(results, args.output, args.metric)
+    for i, r in enumerate(rank(results, args.metric)[:10], 1):
+        print(f"{i:>2}. {r.layer:<45} {args.metric} {r.only[args.metric]:.4f}")
+    print(f"report: {paths['md']}, {paths['png']}, {paths['json']}")
+    return 0
+
+
+def _add_ptq_options(p) -> None:
+    p.add_argument("checkpoint", type=Path, help="input checkpoint (any supported format)")
+    p.add_argument("--calib", type=Path, required=True, help="calibration images: a folder or a COCO instances_*.json")
+    p.add_argument("--calibrator", choices=("max", "percentile", "mse", "entropy"), default="percentile",
+                   help="activation range method (default percentile)")
+    p.add_argument("--percentile", type=float, default=99.99, help="for --calibrator percentile (default 99.99)")
+    p.add_argument("--calib-images", type=int, default=128, help="calibration images used (default 128)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--exclude", nargs="*", default=[], metavar="LAYER",
+                   help="layers kept in float, by module name (e.g. detect.cls_preds.0)")
+
+
 def _add_server_options(p) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--http-port", type=int, default=8000)
@@ -188,8 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flavour", choices=("cpu", "gpu"), default="cpu",
                    help="cpu: embedded server, ORT detector; gpu: DALI backend + TensorRT plan (default cpu)")
     p.add_argument("-o", "--output", type=Path, default=None, help="repository folder (default model_repository/FLAVOUR)")
+    p.add_argument("--calib", type=Path, default=None,
+                   help="calibration images (folder or COCO json): serve INT8 (PTQ); without it, FP32")
+    p.add_argument("--calibrator", choices=("max", "percentile", "mse", "entropy"), default="percentile",
+                   help="with --calib: activation range method (default percentile)")
+    p.add_argument("--calib-images", type=int, default=128, help="with --calib: images used (default 128)")
     p.add_argument("--detector-onnx", type=Path, default=None,
-                   help="use this detector graph (e.g. the INT8 one) instead of exporting FP32")
+                   help="use this detector graph (e.g. from `quantize`) instead of building one")
     p.add_argument("--img-size", type=_hw, default=None, help="network input, N or HxW (default: the checkpoint's)")
     p.add_argument("--max-batch-size", type=int, default=None, help="max batch of every model (default 8)")
     p.add_argument("--max-queue-delay-us", type=int, default=None, help="dynamic batching delay (default 2000)")
@@ -213,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint to serve (default: the bundled demo model)")
     p.add_argument("--repository", type=Path, default=Path("model_repository/cpu"), help="repository to build into")
     p.add_argument("--images", type=Path, default=None, help="folder of images (default: generated samples)")
+    p.add_argument("--calib", type=Path, default=None,
+                   help="calibration images for INT8 (default: 64 generated synthetic calibration images)")
     p.add_argument("--out-dir", type=Path, default=Path("artifacts/demo"), help="where annotated images go")
     _add_server_options(p)
     p.set_defaults(func=cmd_demo)
@@ -240,6 +306,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations (smoke runs)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("quantize", help="PTQ: write Q/DQ (TensorRT) and ORT INT8 detector graphs, partial PTQ")
+    _add_ptq_options(p)
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/quantize"), help="output folder")
+    p.add_argument("--float-top-k", type=int, default=0, help="also keep the k most sensitive layers float")
+    p.add_argument("--auto-budget", type=float, default=None, metavar="POINTS",
+                   help="smallest set of float layers whose mAP drop from FP32 is within POINTS (needs --val)")
+    p.add_argument("--sensitivity-images", type=int, default=32, help="images for the sensitivity ranking")
+    p.add_argument("--val", type=Path, default=None, help="COCO instances json for mAP (automatic partial PTQ)")
+    p.add_argument("--val-limit", type=int, default=150, help="val images used per mAP measurement")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("sensitivity", help="per-layer INT8 sensitivity report (JSON, Markdown, PNG)")
+    _add_ptq_options(p)
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/sensitivity"), help="report folder")
+    p.add_argument("--images", type=int, default=32, help="images the output/neck errors are measured on")
+    p.add_argument("--metric", default="output_snr_db",
+                   choices=("output_snr_db", "output_mse", "output_cosine", "neck_snr_db", "map50_95"),
+                   help="ranking metric (default output SNR)")
+    p.add_argument("--val", type=Path, default=None, help="COCO instances json: adds the (slow) mAP measure")
+    p.add_argument("--val-limit", type=int, default=100, help="val images per mAP measurement")
+    p.set_defaults(func=cmd_sensitivity)
 
     p = sub.add_parser("eval", help="COCO mAP of a checkpoint (PyTorch) or an ONNX graph (ONNX Runtime)")
     p.add_argument("model", type=Path, help=".pt checkpoint or .onnx graph")

@@ -27,7 +27,8 @@ def sample_images(folder: Path, count: int = 6) -> list[Path]:
     return paths
 
 
-def run_demo(checkpoint: Path, repository: Path, out_dir: Path, server, images: Path | None = None) -> int:
+def run_demo(checkpoint: Path, repository: Path, out_dir: Path, server, images: Path | None = None,
+             calib: Path | None = None) -> int:
     from yolov6_client.annotate import draw_detections, format_table
     from yolov6_client.cli import expand_inputs
     from yolov6_client.detector import TritonDetector
@@ -36,7 +37,16 @@ def run_demo(checkpoint: Path, repository: Path, out_dir: Path, server, images: 
 
     if not Path(checkpoint).is_file():
         raise ConfigError(f"demo checkpoint not found: {checkpoint}")
-    build_repository(checkpoint, repository, "cpu")
+    if calib is None:
+        from .synthetic import write_split
+
+        calib = out_dir / "calib"
+        if not (calib / "calib").is_dir():
+            write_split(calib, "calib", 64, seed=0)
+        calib = calib / "calib"
+    from .quantize.stage import QuantizeStageConfig
+
+    build_repository(checkpoint, repository, "cpu", calib=calib, quantize_config=QuantizeStageConfig(calib_images=64))
     paths = expand_inputs([str(images)]) if images else sample_images(out_dir / "inputs")
     if not paths:
         raise ConfigError(f"no images found in {images}")

@@ -1,0 +1,41 @@
+"""Calibration images: a folder or a COCO-format set, through the serving letterbox, seeded order."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..data import CocoDataset, load_rgb
+from ..errors import ConfigError
+from ..geometry import letterbox_image
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def image_paths(source: str | Path) -> list[Path]:
+    """Images of a folder (sorted) or of a COCO annotation file (in file order)."""
+    source = Path(source)
+    if source.is_file() and source.suffix == ".json":
+        return [s.path for s in CocoDataset(source).samples]
+    if source.is_dir():
+        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if paths:
+            return paths
+    raise ConfigError(f"no calibration images in {source} (give a folder of images or a COCO instances_*.json)")
+
+
+def load_batches(source: str | Path, input_hw: tuple[int, int], count: int, batch_size: int,
+                 seed: int = 0, progress: bool = True) -> list[np.ndarray]:
+    """``count`` images (seeded choice) letterboxed to float32 [B,3,H,W] batches, held in memory."""
+    from tqdm import tqdm
+
+    paths = image_paths(source)
+    order = np.random.default_rng(seed).permutation(len(paths))[:count]
+    chosen = [paths[i] for i in sorted(order)]
+    images = [letterbox_image(load_rgb(p), input_hw)[0]
+              for p in tqdm(chosen, desc="calibration images", unit="img", disable=not progress or None, leave=False)]
+    log.info("loaded %d calibration images from %s", len(images), source)
+    return [np.stack(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]

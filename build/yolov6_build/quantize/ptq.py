@@ -1,0 +1,141 @@
+"""Post-training quantization of the deploy model with nvidia-modelopt.
+
+INT8 per-channel weights (axis 0 for Conv2d, 1 for ConvTranspose2d, as TensorRT expects) and
+per-tensor activations at every conv and max-pool input. Layers are chosen by rule, not by name:
+every conv and pool the forward pass runs (so the unused DFL projection of n/s stays out). Activation ranges come from a histogram (percentile/MSE/entropy) or max.
+``exclude`` keeps named layers in float (partial PTQ).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+
+from ..deps import require
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+CALIBRATORS = ("max", "percentile", "mse", "entropy")
+
+
+@dataclass(frozen=True)
+class PtqConfig:
+    calibrator: str = "percentile"
+    percentile: float = 99.99
+    exclude: tuple[str, ...] = ()  # layer (module) names kept in float
+
+    def __post_init__(self):
+        if self.calibrator not in CALIBRATORS:
+            raise ConfigError(f"calibrator must be one of {CALIBRATORS}, got {self.calibrator!r}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise ConfigError(f"percentile must lie in (50, 100], got {self.percentile}")
+
+
+def _quantizable_types():
+    torch = require("torch")
+    return torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.MaxPool2d
+
+
+def executed_layers(model, input_hw=(64, 64)) -> list[str]:
+    """Names of the convs, transposed convs and max-pools a forward pass actually runs, in run order."""
+    torch = require("torch")
+    seen: list[str] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=name: seen.append(n))
+             for name, m in model.named_modules() if isinstance(m, _quantizable_types())]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, *input_hw))
+    finally:
+        for h in hooks:
+            h.remove()
+    return list(dict.fromkeys(seen))
+
+
+def quant_config(cfg: PtqConfig, layers: list[str], all_layers: list[str]) -> dict:
+    activation = {"num_bits": 8, "axis": None}
+    if cfg.calibrator != "max":
+        activation["calibrator"] = "histogram"
+    entries = [{"quantizer_name": "*", "enable": False},
+               {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": 8, "axis": 0}},
+               {"quantizer_name": "*weight_quantizer", "parent_class": "nn.ConvTranspose2d",
+                "cfg": {"num_bits": 8, "axis": 1}},
+               {"quantizer_name": "*input_quantizer", "cfg": activation}]
+    float_layers = [name for name in all_layers if name not in layers] + list(cfg.exclude)
+    entries += [{"quantizer_name": f"{name}.*", "enable": False} for name in float_layers]
+    return {"quant_cfg": entries, "algorithm": None}
+
+
+def insert_quantizers(fused_model, cfg: PtqConfig, input_hw=(64, 64)):
+    """A copy of the deploy model with (uncalibrated) quantizers on every executed conv."""
+    mtq = require("modelopt.torch.quantization")
+    model = copy.deepcopy(fused_model).eval()
+    layers = executed_layers(model, input_hw)
+    unknown = sorted(set(cfg.exclude) - set(layers))
+    if unknown:
+        raise ConfigError(f"excluded layers not found among the model's convs: {unknown[:5]} "
+                          f"(names look like {layers[0]!r})")
+    all_layers = [n for n, m in model.named_modules() if isinstance(m, _quantizable_types())]
+    mtq.quantize(model, quant_config(cfg, layers, all_layers), forward_loop=None)
+    return model
+
+
+def calibrate(model, batches, cfg: PtqConfig, progress: bool = True):
+    """Collect statistics over ``batches`` (float32 [B,3,H,W] arrays) and set every quantizer's amax."""
+    torch = require("torch")
+    from modelopt.torch.quantization.model_calib import enable_stats_collection
+    from tqdm import tqdm
+
+    enable_stats_collection(model)
+    with torch.no_grad():
+        for batch in tqdm(batches, desc=f"calibrate ({cfg.calibrator})", unit="batch",
+                          disable=not progress or None, leave=False):
+            model(torch.from_numpy(batch))
+    for name, quantizer in quantizers(model):
+        if not quantizer.is_enabled:
+            continue
+        if type(quantizer._calibrator).__name__ == "HistogramCalibrator":
+            kwargs = {"percentile": cfg.percentile} if cfg.calibrator == "percentile" else {}
+            quantizer.load_calib_amax(cfg.calibrator, **kwargs)
+        else:
+            quantizer.load_calib_amax()
+        quantizer.enable_quant()
+        quantizer.disable_calib()
+    log.info("calibrated %d quantizers with %s", sum(1 for _, q in quantizers(model) if q.is_enabled), cfg.calibrator)
+    return model
+
+
+def quantizers(model):
+    """(name, TensorQuantizer) pairs of the model."""
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, TensorQuantizer)]
+
+
+def layer_quantizers(model) -> dict[str, list]:
+    """Quantized layer name -> its enabled input/weight quantizers."""
+    layers: dict[str, list] = {}
+    for name, quantizer in quantizers(model):
+        layer, _, kind = name.rpartition(".")
+        if kind in ("input_quantizer", "weight_quantizer") and quantizer.is_enabled:
+            layers.setdefault(layer, []).append(quantizer)
+    return layers
+
+
+def set_float_layers(model, float_layers) -> None:
+    """Turn quantization off for ``float_layers`` and on for every other calibrated layer."""
+    for name, quantizer in quantizers(model):
+        layer, _, kind = name.rpartition(".")
+        if kind not in ("input_quantizer", "weight_quantizer") or getattr(quantizer, "_amax", None) is None:
+            continue
+        if layer in float_layers:
+            quantizer.disable_quant()
+        else:
+            quantizer.enable_quant()
+
+
+def quantize_ptq(fused_model, batches, cfg: PtqConfig = PtqConfig(), progress: bool = True):
+    """Insert quantizers, calibrate them on ``batches``; returns the fake-quantized copy."""
+    input_hw = tuple(batches[0].shape[2:]) if batches else (64, 64)
+    model = insert_quantizers(fused_model, cfg, input_hw)
+    return calibrate(model, batches, cfg, progress)

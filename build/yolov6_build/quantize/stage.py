@@ -1,0 +1,96 @@
+"""Stage: checkpoint + calibration images -> INT8 detector graphs (+ optional sensitivity/partial PTQ).
+
+Writes into ``out_dir``:
+    detector_fp32.onnx       FP32 graph with the candidate head (baseline, ORT input)
+    detector_qdq.onnx        explicit Q/DQ graph for TensorRT (symmetric INT8, float layers kept float)
+    detector_int8_ort.onnx   ORT QDQ INT8 graph for the CPU flavour (same float layers)
+    quantize.json            resolved config, float layers, metrics
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from .ptq import PtqConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QuantizeStageConfig:
+    ptq: PtqConfig = field(default_factory=PtqConfig)
+    calib_images: int = 128
+    batch_size: int = 16
+    float_top_k: int = 0  # keep the k most sensitive layers float
+    auto_budget_points: float | None = None  # smallest float set within this mAP drop (needs val set)
+    sensitivity_images: int = 32
+    val_annotations: str | None = None
+    val_limit: int | None = 150
+    topk: int = 1000
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.auto_budget_points is not None and not self.val_annotations:
+            raise ConfigError("automatic partial PTQ needs a val set (--val) to measure mAP")
+
+
+def _map_fn(val_annotations, input_hw, limit):
+    from ..data import CocoDataset
+    from ..evaluate import EvalSettings, evaluate, torch_runner
+
+    dataset = CocoDataset(val_annotations)
+    settings = EvalSettings(limit=limit)
+    return lambda model: evaluate(torch_runner(model), dataset, input_hw, settings, progress=False)["map50_95"]
+
+
+def run_quantize(checkpoint: Path, calib_source: Path, out_dir: Path, cfg: QuantizeStageConfig,
+                 progress: bool = True) -> dict:
+    from ..export.onnx import export_onnx
+    from ..model.checkpoint import load_checkpoint
+    from ..model.yolo import fuse_for_deploy
+    from .calibration import load_batches
+    from .ort_int8 import quantize_for_ort
+    from .ptq import quantize_ptq, set_float_layers
+
+    started = time.monotonic()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, info = load_checkpoint(checkpoint)
+    fuse_for_deploy(model)
+    input_hw = tuple(info.input_hw)
+    batches = load_batches(calib_source, input_hw, cfg.calib_images, cfg.batch_size, cfg.seed, progress)
+    quant = quantize_ptq(model, batches, cfg.ptq, progress)
+    report: dict = {"stage": "quantize", "checkpoint": str(checkpoint), "config": asdict(cfg),
+                    "input_hw": list(input_hw), "float_layers": list(cfg.ptq.exclude)}
+    float_layers = list(cfg.ptq.exclude)
+    if cfg.float_top_k or cfg.auto_budget_points is not None:
+        from .partial import auto_float_layers, top_k
+        from .sensitivity import analyse, write_report
+
+        sens_batches = [b for b in batches][: max(1, cfg.sensitivity_images // cfg.batch_size)]
+        results = analyse(model, quant, sens_batches, progress=progress)
+        report["sensitivity_report"] = {k: str(v) for k, v in write_report(results, out_dir).items()}
+        if cfg.auto_budget_points is not None:
+            map_fn = _map_fn(cfg.val_annotations, input_hw, cfg.val_limit)
+            fp32_map = map_fn(model)
+            auto = auto_float_layers(quant, results, map_fn, fp32_map, cfg.auto_budget_points)
+            float_layers = sorted(set(float_layers) | set(auto.float_layers))
+            report["auto"] = {"fp32_map50_95": fp32_map, "map50_95": auto.map50_95, "trace": auto.trace}
+        else:
+            float_layers = sorted(set(float_layers) | set(top_k(results, cfg.float_top_k)))
+        set_float_layers(quant, set(float_layers))
+    report["float_layers"] = float_layers
+    fp32_path = export_onnx(model, out_dir / "detector_fp32.onnx", input_hw, topk=cfg.topk)
+    export_onnx(quant, out_dir / "detector_qdq.onnx", input_hw, topk=cfg.topk)
+    quantize_for_ort(fp32_path, out_dir / "detector_int8_ort.onnx", batches, float_layers, cfg.ptq.calibrator,
+                     cfg.ptq.percentile)
+    report["seconds"] = round(time.monotonic() - started, 1)
+    (out_dir / "quantize.json").write_text(json.dumps(report, indent=2) + "\n")
+    log.info("quantized %s in %.0fs: %d float layer(s); graphs in %s", checkpoint, report["seconds"],
+             len(float_layers), out_dir)
+    return report

@@ -1,0 +1,128 @@
+"""PTQ with nvidia-modelopt, sensitivity ranking, partial PTQ and the exported INT8 graphs."""
+
+import copy
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from yolov6_build.export.onnx import export_onnx
+from yolov6_build.model.yolo import fuse_for_deploy
+from yolov6_build.quantize.ort_int8 import conv_count, node_module, quantize_for_ort
+from yolov6_build.quantize.ptq import (PtqConfig, executed_layers, layer_quantizers, quantize_ptq,
+                                       set_float_layers)
+from yolov6_build.quantize.sensitivity import analyse, rank, write_report
+
+HW = (96, 96)
+
+
+@pytest.fixture(scope="module")
+def fused(ref_model_n):
+    return fuse_for_deploy(copy.deepcopy(ref_model_n))
+
+
+@pytest.fixture(scope="module")
+def batches():
+    rng = np.random.default_rng(0)
+    return [rng.random((4, 3, *HW), dtype=np.float32) for _ in range(2)]
+
+
+@pytest.fixture(scope="module")
+def quantized(fused, batches):
+    return quantize_ptq(fused, batches, PtqConfig("max"), progress=False)
+
+
+def test_every_executed_layer_is_quantized(fused, quantized):
+    layers = executed_layers(fused, HW)
+    assert "detect.proj_conv" not in layers  # n/s never run the DFL projection
+    assert set(layer_quantizers(quantized)) == set(layers)
+    weight_axes = {n: q.axis for n, q in quantized.named_modules() if n.endswith("weight_quantizer") and q.is_enabled}
+    assert weight_axes["neck.Bifusion0.upsample.upsample_transpose.weight_quantizer"] == 1  # per output channel
+    assert weight_axes["backbone.stem.rbr_reparam.weight_quantizer"] == 0
+
+
+def test_calibration_sets_scales_from_data(fused, batches, quantized):
+    stem_input = quantized.backbone.stem.rbr_reparam.input_quantizer
+    assert float(stem_input.amax) == pytest.approx(max(float(b.max()) for b in batches), rel=1e-6)
+    amaxes = {}
+    for calibrator in ("percentile", "mse", "entropy"):
+        q = quantize_ptq(fused, batches, PtqConfig(calibrator, percentile=99.0), progress=False)
+        amaxes[calibrator] = float(q.neck.reduce_layer0.block.conv.input_quantizer.amax)
+    maximum = float(quantized.neck.reduce_layer0.block.conv.input_quantizer.amax)
+    assert all(0 < v <= maximum * (1 + 1e-6) for v in amaxes.values()), (amaxes, maximum)
+    assert amaxes["percentile"] < maximum and len(set(amaxes.values())) == 3  # each method picks its own range
+
+
+def test_quantized_layer_differs_and_excluded_layer_matches(fused, batches):
+    layer = "neck.Rep_p4.conv1.rbr_reparam"
+    q = quantize_ptq(fused, batches, PtqConfig("max", exclude=(layer,)), progress=False)
+    assert layer not in layer_quantizers(q)
+    x = torch.from_numpy(batches[0])
+    with torch.no_grad():
+        float_out = fused.backbone.stem(x)
+        quant_out = q.backbone.stem(x)
+        feats = fused.backbone(x)
+        conv_in = fused.neck.Bifusion0([fused.neck.reduce_layer0(feats[3]), feats[2], feats[1]])
+        excluded_fp = fused.neck.Rep_p4.conv1.rbr_reparam(conv_in)
+        excluded_q = q.neck.Rep_p4.conv1.rbr_reparam(conv_in)
+    assert not torch.allclose(float_out, quant_out)
+    assert torch.equal(excluded_fp, excluded_q)
+    with pytest.raises(Exception, match="not found"):
+        quantize_ptq(fused, batches, PtqConfig("max", exclude=("no.such.layer",)), progress=False)
+
+
+def test_sensitivity_ranks_a_damaged_layer_first(fused, batches, tmp_path):
+    """An outlier input channel (function-preserving rescale across a ReLU) ruins a per-tensor range."""
+    damaged = copy.deepcopy(fused)
+    producer = damaged.neck.Rep_p3.conv1.rbr_reparam  # its output (after ReLU) feeds the next block
+    consumer = damaged.neck.Rep_p3.block[0].rbr_reparam
+    with torch.no_grad():
+        producer.weight[5] *= 500.0
+        producer.bias[5] *= 500.0
+        consumer.weight[:, 5] /= 500.0
+    x = torch.from_numpy(batches[0])
+    with torch.no_grad():
+        torch.testing.assert_close(damaged(x), fused(x), rtol=1e-3, atol=1e-2)  # same function in float
+    quant = quantize_ptq(damaged, batches, PtqConfig("max"), progress=False)
+    results = analyse(damaged, quant, batches[:1], progress=False)
+    assert rank(results)[0].layer == "neck.Rep_p3.block.0.rbr_reparam"
+    paths = write_report(results, tmp_path)
+    assert paths["png"].stat().st_size > 1000 and "Rep_p3.block.0" in paths["md"].read_text()
+    # all quantizers are back on after the analysis
+    assert all(q._if_quant for qs in layer_quantizers(quant).values() for q in qs)
+
+
+def test_qdq_graph_has_qdq_on_quantized_convs_only(fused, batches, tmp_path):
+    excluded = "detect.cls_preds.1"
+    quant = quantize_ptq(fused, batches, PtqConfig("max"), progress=False)
+    set_float_layers(quant, {excluded})
+    path = export_onnx(quant, tmp_path / "qdq.onnx", HW, topk=100)
+    graph = onnx.load(str(path)).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    for node in graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose"):
+            continue
+        weight_dq = getattr(producers.get(node.input[1]), "op_type", "") == "DequantizeLinear"
+        input_dq = getattr(producers.get(node.input[0]), "op_type", "") == "DequantizeLinear"
+        is_excluded = node_module(node.name) == excluded
+        assert weight_dq == input_dq == (not is_excluded), node.name
+    assert conv_count(path) == (70, 1)
+
+
+def test_ort_int8_graph_quantizes_body_and_keeps_float_layers(fused, batches, tmp_path):
+    fp32 = export_onnx(fused, tmp_path / "fp32.onnx", HW, topk=100)
+    int8 = quantize_for_ort(fp32, tmp_path / "int8.onnx", batches, float_layers={"detect.reg_preds.2"},
+                            calibrator="max")
+    assert conv_count(int8) == (70, 1)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    boxes, scores, classes = session.run(None, {"images": batches[0]})
+    assert boxes.shape == (4, 100, 4) and classes.dtype == np.int32
+
+
+def test_node_module_names():
+    assert node_module("/model/backbone/ERBlock_5/ERBlock_5.2/cspsppf/m/MaxPool_1") == "backbone.ERBlock_5.2.cspsppf.m"
+    assert node_module("/model/neck/Rep_p3/block/block.0/rbr_reparam/Conv") == "neck.Rep_p3.block.0.rbr_reparam"
+    assert node_module("/model/detect/cls_preds.0/Conv") == "detect.cls_preds.0"
