@@ -12,8 +12,9 @@ DEMO_MODEL ?= models/yolov6n_synthetic_320.pt
 CHECKPOINT ?= $(DEMO_MODEL)
 FLAVOUR ?= cpu
 DATASET := artifacts/datasets/synthetic
+CALIB ?= $(DATASET)/calib
 
-.PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo
+.PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo quant-report bench-int8 bench
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,8 +35,8 @@ test: setup  ## run the test suite (CPU only; GPU/TensorRT tests skip with a rea
 demo: setup  ## build the CPU repository from the demo model, serve it, detect sample images, stop
 	$(CLI) demo --checkpoint $(DEMO_MODEL)
 
-build-repo: setup  ## write model_repository/$(FLAVOUR) from $(CHECKPOINT) (FLAVOUR=cpu|gpu)
-	$(CLI) build-repo $(CHECKPOINT) --flavour $(FLAVOUR)
+build-repo: dataset  ## INT8 model_repository/$(FLAVOUR) from $(CHECKPOINT), calibrated on $(CALIB) (FLAVOUR=cpu|gpu)
+	$(CLI) build-repo $(CHECKPOINT) --flavour $(FLAVOUR) --calib $(CALIB)
 
 serve: setup  ## serve model_repository/cpu on 127.0.0.1 (8000 http, 8001 grpc, 8002 metrics) until Ctrl-C
 	$(CLI) serve model_repository/$(FLAVOUR)
@@ -52,6 +53,14 @@ eval-demo: dataset  ## COCO mAP of the demo model on the val split (PyTorch and 
 	$(CLI) eval $(DEMO_MODEL) -o artifacts/eval/demo_fp32_torch.json
 	$(CLI) export-onnx $(DEMO_MODEL) -o artifacts/eval/demo_fp32.onnx
 	$(CLI) eval artifacts/eval/demo_fp32.onnx --img-size 320 -o artifacts/eval/demo_fp32_ort.json
+
+quant-report: dataset  ## mAP of FP32 / PTQ per calibrator / partial PTQ / stock ORT on the demo model
+	$(CLI) quant-report $(DEMO_MODEL) -o artifacts/reports/quantization
+
+bench-int8: setup  ## ORT CPU throughput INT8 vs FP32, n and s at 640, batch 1 and 8 (random weights)
+	$(CLI) bench-int8 -o artifacts/reports/bench_int8
+
+bench: bench-int8  ## all benchmarks
 
 clean:  ## remove generated artifacts (keeps .venv)
 	rm -rf artifacts .pytest_cache

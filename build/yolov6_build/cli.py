@@ -167,7 +167,8 @@ def cmd_quantize(args) -> int:
     cfg = QuantizeStageConfig(ptq=_ptq_config(args), calib_images=args.calib_images, batch_size=args.batch_size,
                               float_top_k=args.float_top_k, auto_budget_points=args.auto_budget,
                               sensitivity_images=args.sensitivity_images,
-                              val_annotations=str(args.val) if args.val else None, val_limit=args.val_limit)
+                              val_annotations=str(args.val) if args.val else None, val_limit=args.val_limit,
+                              merge_scales=not args.no_merge)
     report = run_quantize(args.checkpoint, args.calib, args.output, cfg)
     print(json.dumps({k: report[k] for k in ("float_layers", "seconds")}, indent=2))
     return 0
@@ -195,6 +196,49 @@ def cmd_sensitivity(args) -> int:
     return 0
 
 
+def cmd_quant_report(args) -> int:
+    from .reports.quantization import quantization_report
+
+    report = quantization_report(args.checkpoint, args.val, args.calib, args.output, args.calib_images,
+                                 args.budget, args.val_limit)
+    print((Path(args.output) / "quantization.md").read_text())
+    return 0 if report["rows"] else 1
+
+
+def cmd_bench_int8(args) -> int:
+    from .reports.bench_int8 import bench_int8
+
+    bench_int8(args.output, tuple(args.sizes), args.img_size, tuple(args.batches), args.seconds)
+    print((Path(args.output) / "bench_int8.md").read_text())
+    return 0
+
+
+def cmd_lint_qdq(args) -> int:
+    from .export.lint import lint_qdq
+
+    findings = lint_qdq(args.onnx, set(args.float_layers))
+    for finding in findings:
+        print(finding)
+    print(f"{len(findings)} finding(s) in {args.onnx}")
+    return 1 if findings else 0
+
+
+def cmd_build_engine(args) -> int:
+    from .engine.trt import EngineConfig, benchmark_plan, build_engine, tensorrt_available
+
+    if not tensorrt_available():
+        raise BuildError("TensorRT and a GPU are needed to build a plan: run it in the build container "
+                         "(docker compose -f docker/docker-compose.yml run build ...)")
+    cfg = EngineConfig(precision=args.precision, input_hw=args.img_size, max_batch_size=args.max_batch_size,
+                       workspace_mib=args.workspace_mib, timing_cache=str(args.timing_cache),
+                       strongly_typed=args.strongly_typed)
+    plan = build_engine(args.onnx, args.output, cfg)
+    if args.benchmark:
+        for batch in sorted({1, args.max_batch_size}):
+            print(json.dumps(benchmark_plan(plan, batch, args.img_size)))
+    return 0
+
+
 def _add_ptq_options(p) -> None:
     p.add_argument("checkpoint", type=Path, help="input checkpoint (any supported format)")
     p.add_argument("--calib", type=Path, required=True, help="calibration images: a folder or a COCO instances_*.json")
@@ -217,7 +261,9 @@ def _add_server_options(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="yolov6_build", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="yolov6_build", description="YOLOv6 checkpoint -> INT8 Triton model repository: build pipeline steps.",
+        epilog="Exit codes: 0 ok, 1 a step failed (one-line reason on stderr), 2 bad usage.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -316,7 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sensitivity-images", type=int, default=32, help="images for the sensitivity ranking")
     p.add_argument("--val", type=Path, default=None, help="COCO instances json for mAP (automatic partial PTQ)")
     p.add_argument("--val-limit", type=int, default=150, help="val images used per mAP measurement")
+    p.add_argument("--no-merge", action="store_true",
+                   help="keep per-branch scales (default: merge scales across Concat/Add/MaxPool for TensorRT)")
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("lint-qdq", help="check a Q/DQ ONNX for scale mismatches and fusion blockers (TensorRT)")
+    p.add_argument("onnx", type=Path, help="explicit-quantization ONNX graph")
+    p.add_argument("--float-layers", nargs="*", default=[], help="layers meant to stay float")
+    p.set_defaults(func=cmd_lint_qdq)
 
     p = sub.add_parser("sensitivity", help="per-layer INT8 sensitivity report (JSON, Markdown, PNG)")
     _add_ptq_options(p)
@@ -328,6 +381,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", type=Path, default=None, help="COCO instances json: adds the (slow) mAP measure")
     p.add_argument("--val-limit", type=int, default=100, help="val images per mAP measurement")
     p.set_defaults(func=cmd_sensitivity)
+
+    p = sub.add_parser("quant-report", help="mAP table: FP32, PTQ per calibrator, partial PTQ, stock ORT path")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--val", type=Path, default=Path("artifacts/datasets/synthetic/annotations/instances_val.json"))
+    p.add_argument("--calib", type=Path, default=Path("artifacts/datasets/synthetic/calib"))
+    p.add_argument("--calib-images", type=int, default=128)
+    p.add_argument("--budget", type=float, default=0.3, help="partial PTQ mAP budget in points (default 0.3)")
+    p.add_argument("--val-limit", type=int, default=None, help="first N val images (default all)")
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/quantization"))
+    p.set_defaults(func=cmd_quant_report)
+
+    p = sub.add_parser("bench-int8", help="ORT CPU throughput INT8 vs FP32 (bundle graph vs stock path)")
+    p.add_argument("--sizes", nargs="+", default=["n", "s"], choices=("n", "s", "m", "l"))
+    p.add_argument("--img-size", type=_hw, default=(640, 640))
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    p.add_argument("--seconds", type=float, default=6.0, help="timed seconds per measurement")
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/bench_int8"))
+    p.set_defaults(func=cmd_bench_int8)
+
+    p = sub.add_parser("build-engine", help="TensorRT plan from a Q/DQ (INT8) or FP32 (FP16 baseline) ONNX; GPU host")
+    p.add_argument("onnx", type=Path, help="detector_qdq.onnx (INT8) or detector_fp32.onnx (FP16 baseline)")
+    p.add_argument("-o", "--output", type=Path, default=Path("model_repository/gpu/yolov6_detector/1/model.plan"))
+    p.add_argument("--precision", choices=("int8", "fp16"), default="int8")
+    p.add_argument("--img-size", type=_hw, default=(640, 640))
+    p.add_argument("--max-batch-size", type=int, default=8, help="dynamic batch profile 1..N (default 8)")
+    p.add_argument("--workspace-mib", type=int, default=4096)
+    p.add_argument("--timing-cache", type=Path, default=Path("artifacts/engines/timing.cache"))
+    p.add_argument("--strongly-typed", action="store_true", help="strongly typed network (TensorRT >= 10)")
+    p.add_argument("--benchmark", action="store_true", help="measure the plan with trtexec after building")
+    p.set_defaults(func=cmd_build_engine)
 
     p = sub.add_parser("eval", help="COCO mAP of a checkpoint (PyTorch) or an ONNX graph (ONNX Runtime)")
     p.add_argument("model", type=Path, help=".pt checkpoint or .onnx graph")

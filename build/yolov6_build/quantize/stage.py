@@ -2,7 +2,7 @@
 
 Writes into ``out_dir``:
     detector_fp32.onnx       FP32 graph with the candidate head (baseline, ORT input)
-    detector_qdq.onnx        explicit Q/DQ graph for TensorRT (symmetric INT8, float layers kept float)
+    detector_qdq.onnx        explicit Q/DQ graph for TensorRT (symmetric INT8, merged scales, float layers float)
     detector_int8_ort.onnx   ORT QDQ INT8 graph for the CPU flavour (same float layers)
     quantize.json            resolved config, float layers, metrics
 """
@@ -32,6 +32,7 @@ class QuantizeStageConfig:
     val_annotations: str | None = None
     val_limit: int | None = 150
     topk: int = 1000
+    merge_scales: bool = True  # tie scales across Concat/Add/MaxPool/shared inputs (TensorRT fusion)
     seed: int = 0
 
     def __post_init__(self):
@@ -85,6 +86,10 @@ def run_quantize(checkpoint: Path, calib_source: Path, out_dir: Path, cfg: Quant
             float_layers = sorted(set(float_layers) | set(top_k(results, cfg.float_top_k)))
         set_float_layers(quant, set(float_layers))
     report["float_layers"] = float_layers
+    if cfg.merge_scales:
+        from .merge import merge_scales
+
+        report["merged_scale_groups"] = len(merge_scales(quant, input_hw))
     fp32_path = export_onnx(model, out_dir / "detector_fp32.onnx", input_hw, topk=cfg.topk)
     export_onnx(quant, out_dir / "detector_qdq.onnx", input_hw, topk=cfg.topk)
     quantize_for_ort(fp32_path, out_dir / "detector_int8_ort.onnx", batches, float_layers, cfg.ptq.calibrator,

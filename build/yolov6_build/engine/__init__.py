@@ -1,0 +1,1 @@
+"""TensorRT engines (GPU host only; TensorRT is imported lazily)."""

@@ -1,0 +1,1 @@
+"""Measured reports: accuracy of every INT8 variant, and speed benchmarks (``make`` targets)."""

@@ -1,0 +1,57 @@
+"""TensorRT plan building: runs only where TensorRT and a GPU exist; parsers are tested everywhere."""
+
+import pytest
+
+from yolov6_build.engine.trt import (EngineConfig, TRITON_RELEASE, parse_trtexec, summarize_layers,
+                                     tensorrt_available)
+
+TRTEXEC_TAIL = """
+[I] === Performance summary ===
+[I] Throughput: 152.3 qps
+[I] Latency: min = 6.1 ms, max = 7.9 ms, mean = 6.5 ms, median = 6.4 ms, percentile(90%) = 6.9 ms, percentile(95%) = 7.1 ms, percentile(99%) = 7.6 ms
+"""
+
+
+def test_trtexec_summary_is_parsed():
+    result = parse_trtexec(TRTEXEC_TAIL, batch=8)
+    assert result["images_per_s"] == pytest.approx(152.3 * 8)
+    assert result["latency_p99_ms"] == 7.6 and result["latency_p50_ms"] == 6.4
+
+
+def test_layer_summary_counts_precisions_and_reformats():
+    layers = [{"Name": "conv1 + relu", "LayerType": "CaskConvolution", "Outputs": [{"Format/Datatype": "Int8 NC/32HW32"}]},
+              {"Name": "Reformatting CopyNode for Input Tensor 0", "LayerType": "Reformat",
+               "Outputs": [{"Format/Datatype": "Half NCHW"}]},
+              {"Name": "head", "LayerType": "CaskConvolution", "Outputs": [{"Format/Datatype": "Float NCHW"}]}]
+    summary = summarize_layers(layers)
+    assert summary["layers"] == 3 and summary["reformat_layers"] == 1
+    assert summary["precisions"] == {"int8": 1, "fp16": 1, "fp32": 1}
+
+
+def test_engine_config_validates():
+    assert EngineConfig().precision == "int8" and TRITON_RELEASE
+    with pytest.raises(Exception, match="precision"):
+        EngineConfig(precision="fp8")
+
+
+@pytest.mark.trt
+@pytest.mark.skipif(not tensorrt_available(), reason="TensorRT and a GPU are not available here; plans are built in "
+                                                       "the NGC build container (docker compose run build)")
+def test_build_int8_plan_from_qdq_graph(tmp_path):
+    import numpy as np
+    import torch
+
+    from yolov6_build.engine.trt import build_engine
+    from yolov6_build.export.onnx import export_onnx
+    from yolov6_build.model.yolo import ModelSpec, build_model, fuse_for_deploy
+    from yolov6_build.quantize.merge import merge_scales
+    from yolov6_build.quantize.ptq import PtqConfig, quantize_ptq
+
+    model = fuse_for_deploy(build_model(ModelSpec("n", 80)))
+    quant = quantize_ptq(model, [np.random.rand(2, 3, 320, 320).astype(np.float32)], PtqConfig("max"), progress=False)
+    merge_scales(quant, (320, 320))
+    onnx_path = export_onnx(quant, tmp_path / "qdq.onnx", (320, 320), topk=1000)
+    plan = build_engine(onnx_path, tmp_path / "model.plan", EngineConfig(input_hw=(320, 320), max_batch_size=4,
+                                                                           timing_cache=None))
+    report = (tmp_path / "model.layers.json").read_text()
+    assert plan.stat().st_size > 0 and "int8" in report
