@@ -14,7 +14,7 @@ FLAVOUR ?= cpu
 DATASET := artifacts/datasets/synthetic
 CALIB ?= $(DATASET)/calib
 
-.PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo quant-report bench-int8 bench
+.PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo quant-report bench-int8 bench-nms bench
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -60,7 +60,10 @@ quant-report: dataset  ## mAP of FP32 / PTQ per calibrator / partial PTQ / stock
 bench-int8: setup  ## ORT CPU throughput INT8 vs FP32, n and s at 640, batch 1 and 8 (random weights)
 	$(CLI) bench-int8 -o artifacts/reports/bench_int8
 
-bench: bench-int8  ## all benchmarks
+bench-nms: build-repo  ## NMS step cost per image (random worst case and the demo model's real candidates)
+	$(CLI) bench-nms --detector-onnx model_repository/cpu/yolov6_detector/1/model.onnx -o artifacts/reports/bench_nms
+
+bench: bench-int8 bench-nms  ## all benchmarks
 
 clean:  ## remove generated artifacts (keeps .venv)
 	rm -rf artifacts .pytest_cache

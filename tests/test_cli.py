@@ -14,7 +14,7 @@ def _run(*args):
 
 
 COMMANDS = ["inspect", "fuse", "export-onnx", "build-repo", "serve", "demo", "make-dataset", "train", "quantize",
-            "sensitivity", "quant-report", "bench-int8", "eval"]
+            "sensitivity", "quant-report", "bench-int8", "bench-nms", "lint-qdq", "build-engine", "eval"]
 
 
 def test_help_lists_subcommands():

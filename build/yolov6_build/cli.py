@@ -44,7 +44,8 @@ def cmd_fuse(args) -> int:
 
     model, info = load_checkpoint(args.checkpoint)
     fuse_for_deploy(model)
-    save_checkpoint(model, args.output, info.class_names, info.input_hw, info.training_mode, half=not args.fp32)
+    save_checkpoint(model, args.output, info.class_names, info.input_hw, info.training_mode, half=not args.fp32,
+                    **info.extra)  # keeps provenance such as the training history
     log.info("wrote deploy checkpoint %s", args.output)
     return 0
 
@@ -239,6 +240,16 @@ def cmd_build_engine(args) -> int:
     return 0
 
 
+def cmd_bench_nms(args) -> int:
+    from .reports.bench_nms import bench_nms
+    from .demo import sample_images
+
+    images = sample_images(Path(args.output) / "images", 8) if args.detector_onnx else None
+    bench_nms(args.output, args.detector_onnx, images, args.img_size)
+    print((Path(args.output) / "bench_nms.md").read_text())
+    return 0
+
+
 def _add_ptq_options(p) -> None:
     p.add_argument("checkpoint", type=Path, help="input checkpoint (any supported format)")
     p.add_argument("--calib", type=Path, required=True, help="calibration images: a folder or a COCO instances_*.json")
@@ -411,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strongly-typed", action="store_true", help="strongly typed network (TensorRT >= 10)")
     p.add_argument("--benchmark", action="store_true", help="measure the plan with trtexec after building")
     p.set_defaults(func=cmd_build_engine)
+
+    p = sub.add_parser("bench-nms", help="milliseconds per image of the NMS step (random worst case, real candidates)")
+    p.add_argument("--detector-onnx", type=Path, default=None, help="detector graph for real candidates")
+    p.add_argument("--img-size", type=_hw, default=(320, 320))
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/bench_nms"))
+    p.set_defaults(func=cmd_bench_nms)
 
     p = sub.add_parser("eval", help="COCO mAP of a checkpoint (PyTorch) or an ONNX graph (ONNX Runtime)")
     p.add_argument("model", type=Path, help=".pt checkpoint or .onnx graph")

@@ -92,3 +92,21 @@ def test_dfl_head_loss_runs_and_has_gradients(tiny):
     loss.backward()
     assert "dfl" in parts and torch.isfinite(loss)
     assert model.detect.reg_preds[0].weight.grad.abs().sum() > 0
+
+
+def test_training_writes_checkpoints_and_resumes(tiny, tmp_path):
+    from yolov6_build.model.checkpoint import load_checkpoint
+    from yolov6_build.train.loop import TrainConfig, train
+
+    ann = tiny / "annotations"
+    cfg = dict(train_annotations=str(ann / "instances_train.json"), val_annotations=str(ann / "instances_val.json"),
+               out_dir=str(tmp_path), input_hw=(96, 96), batch_size=6, eval_every=1, workers=0,
+               optimizer="adamw", lr=1e-3)
+    train(TrainConfig(epochs=1, **cfg))
+    first = json.loads((tmp_path / "history.json").read_text())
+    assert len(first) == 1 and "val_map50_95" in first[0]
+    final = train(TrainConfig(epochs=2, **cfg))  # resumes from last.pt at epoch 2
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and history[0] == first[0]
+    model, info = load_checkpoint(final)
+    assert info.class_names == list(CLASS_NAMES) and info.input_hw == (96, 96) and info.extra["history"] == history

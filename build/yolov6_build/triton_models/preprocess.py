@@ -14,7 +14,11 @@ from yolov6_build.triton_models.common import config_parameters, error_response
 
 
 class BlsLetterbox:
-    """Letterbox through the DALI backend model: one async BLS request per image, retry failures alone."""
+    """Letterbox through the DALI backend model: one async BLS request per image, retry failures alone.
+
+    Outputs are requested in CPU memory so requests of several images can be stacked with numpy;
+    this costs a device-to-host copy per image (see README, known limits).
+    """
 
     def __init__(self, model_name: str):
         self.model_name = model_name
@@ -23,15 +27,15 @@ class BlsLetterbox:
         tensor = pb_utils.Tensor(contract.PREPROCESS_INPUT, encoded.reshape(1, -1))
         return pb_utils.InferenceRequest(model_name=self.model_name, inputs=[tensor],
                                          requested_output_names=[contract.DETECTOR_INPUT,
-                                                                 contract.PREPROCESS_LETTERBOX])
+                                                                 contract.PREPROCESS_LETTERBOX],
+                                         preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0))
 
     def _result(self, response):
         if response.has_error():
             return ValueError(f"cannot decode image: {response.error().message()}")
         images = pb_utils.get_output_tensor_by_name(response, contract.DETECTOR_INPUT)
         letterbox = pb_utils.get_output_tensor_by_name(response, contract.PREPROCESS_LETTERBOX)
-        images = images.as_numpy() if images.is_cpu() else np.from_dlpack(images.to_dlpack())
-        return images[0], letterbox.as_numpy()[0]
+        return images.as_numpy()[0], letterbox.as_numpy()[0]
 
     def __call__(self, encoded: list[np.ndarray]):
         first_pass = self._run_async(encoded)
