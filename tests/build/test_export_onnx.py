@@ -28,3 +28,13 @@ def test_onnx_matches_torch_with_dynamic_batch(tmp_path, ref_model_n, ref_n):
         want = model(torch.from_numpy(batch)).numpy()
     assert got.shape == (2, 2100, 85)
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_export_inlines_bias_identities_for_ort_int8(tmp_path, ref_model_n):
+    """Biases routed through Identity nodes keep ORT from fusing QLinearConv (INT8 slower than FP32)."""
+    model = fuse_for_deploy(copy.deepcopy(ref_model_n))
+    graph = onnx.load(str(export_onnx(model, tmp_path / "n.onnx", (96, 96), topk=50))).graph
+    initializers = {i.name for i in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert convs and all(all(name in initializers for name in n.input[1:]) for n in convs)
+    assert not any(n.op_type == "Identity" and n.input[0] in initializers for n in graph.node)

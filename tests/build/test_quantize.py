@@ -126,3 +126,15 @@ def test_node_module_names():
     assert node_module("/model/backbone/ERBlock_5/ERBlock_5.2/cspsppf/m/MaxPool_1") == "backbone.ERBlock_5.2.cspsppf.m"
     assert node_module("/model/neck/Rep_p3/block/block.0/rbr_reparam/Conv") == "neck.Rep_p3.block.0.rbr_reparam"
     assert node_module("/model/detect/cls_preds.0/Conv") == "detect.cls_preds.0"
+
+
+def test_mse_amax_clips_outliers_but_not_uniform_data():
+    from yolov6_build.quantize.ptq import mse_amax
+
+    rng = np.random.default_rng(0)
+    uniform = rng.random(50_000)
+    hist, edges = np.histogram(uniform, bins=2048, range=(0, 1))
+    assert mse_amax(hist, edges) > 0.98
+    heavy = np.concatenate([np.abs(rng.normal(0, 1, 50_000)), [60.0]])  # one far outlier
+    hist, edges = np.histogram(heavy, bins=2048, range=(0, heavy.max()))
+    assert mse_amax(hist, edges) < 10.0
