@@ -63,17 +63,26 @@ class QdqGraph:
 
         Pass-through nodes (Cast/Identity, which exporters insert after DQ) are looked through.
         """
-        tensors = [tensor]
-        producer = self.producer.get(tensor)
+        root, producer = tensor, self.producer.get(tensor)
         while producer is not None and producer.op_type in PASS_THROUGH:
-            tensors.append(producer.input[0])
-            producer = self.producer.get(producer.input[0])
-        sources = [n for t in tensors for n in self.consumers.get(t, []) if self.is_activation_q(n)]
+            root = producer.input[0]
+            producer = self.producer.get(root)
+        sources = self._quantizing_readers(root)
         if producer is not None and producer.op_type == "DequantizeLinear":
             upstream = self.producer.get(producer.input[0])
             if upstream is not None and upstream.op_type == "QuantizeLinear":
                 sources.append(upstream)
         return list({n.name: n for n in sources}.values())
+
+    def _quantizing_readers(self, tensor: str) -> list:
+        """Activation Q nodes reading ``tensor`` directly or through pass-through nodes."""
+        found = []
+        for node in self.consumers.get(tensor, []):
+            if self.is_activation_q(node):
+                found.append(node)
+            elif node.op_type in PASS_THROUGH:
+                found.extend(self._quantizing_readers(node.output[0]))
+        return found
 
     def merge_groups(self) -> list[list]:
         """Q nodes that must share a scale: readers of one tensor, and all around each Concat/Add/MaxPool."""
@@ -129,8 +138,9 @@ def lint_qdq(path_or_proto, float_layers=()) -> list[Finding]:
                 findings.append(Finding("unquantized-layer", node.name,
                                         "input" if not quantized[0] else "weight" + " without Q/DQ"))
         elif node.op_type == "QuantizeLinear":
-            readers = [q for q in g.consumers.get(node.input[0], []) if g.is_activation_q(q)]
-            if readers and readers[0] is node and len({round(g.scale(q), 9) for q in readers}) > 1:
+            readers = [q for q in g.scale_sources(node.input[0]) if q.op_type == "QuantizeLinear"]
+            first = min((q.name for q in readers), default=None)
+            if node.name == first and len({round(g.scale(q), 9) for q in readers}) > 1:
                 findings.append(Finding("shared-input-scales", node.input[0], f"{len(readers)} quantizers"))
             source = g.producer.get(node.input[0])
             if source is not None and source.op_type in ("Conv", "ConvTranspose"):
