@@ -50,11 +50,10 @@ def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", dete
         quantize_report = run_quantize(checkpoint, calib, quant_dir, quantize_config or QuantizeStageConfig())
         detector_onnx = quant_dir / ("detector_int8_ort.onnx" if flavour == "cpu" else "detector_qdq.onnx")
     from .export.onnx import export_onnx
-    from .model.checkpoint import load_checkpoint
-    from .model.yolo import fuse_for_deploy
+    from .model.checkpoint import load_deploy_model
 
     started = time.monotonic()
-    model, info = load_checkpoint(checkpoint)
+    model, info = load_deploy_model(checkpoint)
     cfg = repository_config_for(info, flavour, **overrides)
     problems = check_ensemble_wiring(parse_repository(cfg))
     if problems:
@@ -62,7 +61,6 @@ def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", dete
     out_dir = Path(out_dir)
     remove_stale(out_dir, cfg)
     write_repository(cfg, out_dir, WARMUP_JPEG.read_bytes())
-    fuse_for_deploy(model)
     version_dir = out_dir / c.DETECTOR_MODEL / "1"
     if flavour == "cpu":
         target = version_dir / "model.onnx"

@@ -39,11 +39,9 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_fuse(args) -> int:
-    from .model.checkpoint import load_checkpoint, save_checkpoint
-    from .model.yolo import fuse_for_deploy
+    from .model.checkpoint import load_deploy_model, save_checkpoint
 
-    model, info = load_checkpoint(args.checkpoint)
-    fuse_for_deploy(model)
+    model, info = load_deploy_model(args.checkpoint)
     save_checkpoint(model, args.output, info.class_names, info.input_hw, info.training_mode, half=not args.fp32,
                     **info.extra)  # keeps provenance such as the training history
     log.info("wrote deploy checkpoint %s", args.output)
@@ -52,11 +50,9 @@ def cmd_fuse(args) -> int:
 
 def cmd_export_onnx(args) -> int:
     from .export.onnx import export_onnx
-    from .model.checkpoint import load_checkpoint
-    from .model.yolo import fuse_for_deploy
+    from .model.checkpoint import load_deploy_model
 
-    model, info = load_checkpoint(args.checkpoint)
-    fuse_for_deploy(model)
+    model, info = load_deploy_model(args.checkpoint)
     export_onnx(model, args.output, args.img_size or info.input_hw, opset=args.opset,
                 dynamic_batch=not args.static_batch)
     return 0
@@ -176,15 +172,13 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_sensitivity(args) -> int:
-    from .model.checkpoint import load_checkpoint
-    from .model.yolo import fuse_for_deploy
+    from .model.checkpoint import load_deploy_model
     from .quantize.calibration import load_batches
     from .quantize.ptq import quantize_ptq
     from .quantize.sensitivity import analyse, rank, write_report
     from .quantize.stage import _map_fn
 
-    model, info = load_checkpoint(args.checkpoint)
-    fuse_for_deploy(model)
+    model, info = load_deploy_model(args.checkpoint)
     batches = load_batches(args.calib, info.input_hw, args.calib_images, args.batch_size)
     quant = quantize_ptq(model, batches, _ptq_config(args))
     probe = load_batches(args.calib, info.input_hw, args.images, args.batch_size, seed=1)

@@ -39,7 +39,6 @@ def test_engine_config_validates():
                                                        "the NGC build container (docker compose run build)")
 def test_build_int8_plan_from_qdq_graph(tmp_path):
     import numpy as np
-    import torch
 
     from yolov6_build.engine.trt import build_engine
     from yolov6_build.export.onnx import export_onnx

@@ -119,6 +119,14 @@ def load_checkpoint(path: str | Path, num_classes: int | None = None, size: str 
     return model, info
 
 
+def load_deploy_model(path: str | Path, num_classes: int | None = None, size: str | None = None):
+    """``load_checkpoint`` followed by ``fuse_for_deploy``: the model every export and quantization starts from."""
+    from .yolo import fuse_for_deploy
+
+    model, info = load_checkpoint(path, num_classes, size)
+    return fuse_for_deploy(model), info
+
+
 def _load_weights(model, state_dict: dict, path) -> None:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]

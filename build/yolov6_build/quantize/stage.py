@@ -52,8 +52,7 @@ def _map_fn(val_annotations, input_hw, limit):
 def run_quantize(checkpoint: Path, calib_source: Path, out_dir: Path, cfg: QuantizeStageConfig,
                  progress: bool = True) -> dict:
     from ..export.onnx import export_onnx
-    from ..model.checkpoint import load_checkpoint
-    from ..model.yolo import fuse_for_deploy
+    from ..model.checkpoint import load_deploy_model
     from .calibration import load_batches
     from .ort_int8 import quantize_for_ort
     from .ptq import quantize_ptq, set_float_layers
@@ -61,8 +60,7 @@ def run_quantize(checkpoint: Path, calib_source: Path, out_dir: Path, cfg: Quant
     started = time.monotonic()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model, info = load_checkpoint(checkpoint)
-    fuse_for_deploy(model)
+    model, info = load_deploy_model(checkpoint)
     input_hw = tuple(info.input_hw)
     batches = load_batches(calib_source, input_hw, cfg.calib_images, cfg.batch_size, cfg.seed, progress)
     quant = quantize_ptq(model, batches, cfg.ptq, progress)

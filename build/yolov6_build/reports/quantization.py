@@ -23,8 +23,7 @@ def quantization_report(checkpoint: Path, val_annotations: Path, calib_source: P
     from ..data import CocoDataset
     from ..evaluate import EvalSettings, evaluate, onnx_runner, torch_runner
     from ..export.onnx import export_onnx
-    from ..model.checkpoint import load_checkpoint
-    from ..model.yolo import fuse_for_deploy
+    from ..model.checkpoint import load_deploy_model
     from ..quantize.calibration import load_batches
     from ..quantize.ort_int8 import quantize_for_ort, quantize_stock
     from ..quantize.merge import merge_scales
@@ -35,8 +34,7 @@ def quantization_report(checkpoint: Path, val_annotations: Path, calib_source: P
     started = time.monotonic()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, info = load_checkpoint(checkpoint)
-    fuse_for_deploy(model)
+    model, info = load_deploy_model(checkpoint)
     hw = tuple(info.input_hw)
     val = CocoDataset(val_annotations)
     settings = EvalSettings(limit=val_limit)
