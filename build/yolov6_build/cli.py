@@ -172,17 +172,18 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_sensitivity(args) -> int:
+    from .data import CocoDataset
+    from .evaluate import map_evaluator
     from .model.checkpoint import load_deploy_model
     from .quantize.calibration import load_batches
     from .quantize.ptq import quantize_ptq
     from .quantize.sensitivity import analyse, rank, write_report
-    from .quantize.stage import _map_fn
 
     model, info = load_deploy_model(args.checkpoint)
     batches = load_batches(args.calib, info.input_hw, args.calib_images, args.batch_size)
     quant = quantize_ptq(model, batches, _ptq_config(args))
     probe = load_batches(args.calib, info.input_hw, args.images, args.batch_size, seed=1)
-    map_fn = _map_fn(args.val, info.input_hw, args.val_limit) if args.val else None
+    map_fn = map_evaluator(CocoDataset(args.val), info.input_hw, args.val_limit) if args.val else None
     results = analyse(model, quant, probe, map_fn)
     paths = write_report(results, args.output, args.metric)
     for i, r in enumerate(rank(results, args.metric)[:10], 1):

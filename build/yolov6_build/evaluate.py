@@ -124,6 +124,12 @@ def evaluate(runner: Runner, dataset: CocoDataset, input_hw: tuple[int, int],
     return coco_map(dataset, predict_dataset(runner, dataset, input_hw, settings, progress))
 
 
+def map_evaluator(dataset: CocoDataset, input_hw: tuple[int, int], limit: int | None = None):
+    """A function model -> mAP@0.5:0.95 (PyTorch, eval thresholds) on ``dataset``; for searches over variants."""
+    settings = EvalSettings(limit=limit)
+    return lambda model: evaluate(torch_runner(model), dataset, input_hw, settings, progress=False)["map50_95"]
+
+
 def write_result(path: str | Path, name: str, metrics: dict, extra: dict | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

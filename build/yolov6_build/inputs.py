@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 
@@ -10,6 +11,12 @@ from .contract import MAX_ENCODED_BYTES, MAX_IMAGE_PIXELS
 
 # formats both PIL (header check) and DALI's decoder (nvImageCodec) read
 DECODABLE_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "JPEG2000", "PPM"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files of a folder (by suffix), sorted."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def check_encoded_image(encoded: bytes | np.ndarray, max_bytes: int = MAX_ENCODED_BYTES,

@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+from yolov6_build.inputs import image_files
+
 
 
 def expand_inputs(patterns: list[str]) -> list[Path]:
@@ -17,7 +18,7 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            paths.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+            paths.extend(image_files(path))
         elif path.is_file():
             paths.append(path)
         else:

@@ -10,9 +10,9 @@ import numpy as np
 from ..data import CocoDataset, load_rgb
 from ..errors import ConfigError
 from ..geometry import letterbox_image
+from ..inputs import image_files
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 def image_paths(source: str | Path) -> list[Path]:
@@ -21,7 +21,7 @@ def image_paths(source: str | Path) -> list[Path]:
     if source.is_file() and source.suffix == ".json":
         return [s.path for s in CocoDataset(source).samples]
     if source.is_dir():
-        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths = image_files(source)
         if paths:
             return paths
     raise ConfigError(f"no calibration images in {source} (give a folder of images or a COCO instances_*.json)")

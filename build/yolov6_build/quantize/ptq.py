@@ -2,7 +2,8 @@
 
 INT8 per-channel weights (axis 0 for Conv2d, 1 for ConvTranspose2d, as TensorRT expects) and
 per-tensor activations at every conv and max-pool input. Layers are chosen by rule, not by name:
-every conv and pool the forward pass runs (so the unused DFL projection of n/s stays out). Activation ranges come from a histogram (percentile/MSE/entropy) or max.
+every conv and pool the forward pass runs (so the unused DFL projection of n/s stays out).
+Activation ranges come from a histogram (percentile/MSE/entropy) or max.
 ``exclude`` keeps named layers in float (partial PTQ).
 """
 

@@ -40,15 +40,6 @@ class QuantizeStageConfig:
             raise ConfigError("automatic partial PTQ needs a val set (--val) to measure mAP")
 
 
-def _map_fn(val_annotations, input_hw, limit):
-    from ..data import CocoDataset
-    from ..evaluate import EvalSettings, evaluate, torch_runner
-
-    dataset = CocoDataset(val_annotations)
-    settings = EvalSettings(limit=limit)
-    return lambda model: evaluate(torch_runner(model), dataset, input_hw, settings, progress=False)["map50_95"]
-
-
 def run_quantize(checkpoint: Path, calib_source: Path, out_dir: Path, cfg: QuantizeStageConfig,
                  progress: bool = True) -> dict:
     from ..export.onnx import export_onnx
@@ -68,14 +59,16 @@ def run_quantize(checkpoint: Path, calib_source: Path, out_dir: Path, cfg: Quant
                     "input_hw": list(input_hw), "float_layers": list(cfg.ptq.exclude)}
     float_layers = list(cfg.ptq.exclude)
     if cfg.float_top_k or cfg.auto_budget_points is not None:
+        from ..data import CocoDataset
+        from ..evaluate import map_evaluator
         from .partial import auto_float_layers, top_k
         from .sensitivity import analyse, write_report
 
-        sens_batches = [b for b in batches][: max(1, cfg.sensitivity_images // cfg.batch_size)]
+        sens_batches = batches[: max(1, cfg.sensitivity_images // cfg.batch_size)]
         results = analyse(model, quant, sens_batches, progress=progress)
         report["sensitivity_report"] = {k: str(v) for k, v in write_report(results, out_dir).items()}
         if cfg.auto_budget_points is not None:
-            map_fn = _map_fn(cfg.val_annotations, input_hw, cfg.val_limit)
+            map_fn = map_evaluator(CocoDataset(cfg.val_annotations), input_hw, cfg.val_limit)
             fp32_map = map_fn(model)
             auto = auto_float_layers(quant, results, map_fn, fp32_map, cfg.auto_budget_points)
             float_layers = sorted(set(float_layers) | set(auto.float_layers))

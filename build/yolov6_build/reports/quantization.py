@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def quantization_report(checkpoint: Path, val_annotations: Path, calib_source: Path, out_dir: Path,
                         calib_images: int = 128, budget_points: float = 0.3, val_limit: int | None = None) -> dict:
     from ..data import CocoDataset
-    from ..evaluate import EvalSettings, evaluate, onnx_runner, torch_runner
+    from ..evaluate import EvalSettings, evaluate, map_evaluator, onnx_runner
     from ..export.onnx import export_onnx
     from ..model.checkpoint import load_deploy_model
     from ..quantize.calibration import load_batches
@@ -40,8 +40,7 @@ def quantization_report(checkpoint: Path, val_annotations: Path, calib_source: P
     settings = EvalSettings(limit=val_limit)
     batches = load_batches(calib_source, hw, calib_images, 16)
 
-    def torch_map(m):
-        return evaluate(torch_runner(m), val, hw, settings, progress=False)["map50_95"]
+    torch_map = map_evaluator(val, hw, val_limit)
 
     def ort_map(path):
         return evaluate(onnx_runner(path), val, hw, settings, progress=False)["map50_95"]

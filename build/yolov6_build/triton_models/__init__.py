@@ -1,1 +1,1 @@
-"""Sources of the Triton Python backend models (copied into the repository as ``<model>/1/model.py``)."""
+"""The Triton Python backend models; each repository ``<model>/1/model.py`` imports its class from here."""
