@@ -14,7 +14,8 @@ FLAVOUR ?= cpu
 DATASET := artifacts/datasets/synthetic
 CALIB ?= $(DATASET)/calib
 
-.PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo quant-report bench-int8 bench-nms bench
+.PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report bench-int8 bench-nms \
+	bench-serving bench loadtest
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -54,6 +55,9 @@ eval-demo: dataset  ## COCO mAP of the demo model on the val split (PyTorch and 
 	$(CLI) export-onnx $(DEMO_MODEL) -o artifacts/eval/demo_fp32.onnx
 	$(CLI) eval artifacts/eval/demo_fp32.onnx --img-size 320 -o artifacts/eval/demo_fp32_ort.json
 
+eval-server: build-repo  ## COCO mAP of the served INT8 ensemble (live server, gRPC) next to the same graph offline
+	$(CLI) eval-server model_repository/cpu -o artifacts/eval/server_int8.json
+
 quant-report: dataset  ## mAP of FP32 / PTQ per calibrator / partial PTQ / stock ORT on the demo model
 	$(CLI) quant-report $(DEMO_MODEL) -o artifacts/reports/quantization
 
@@ -63,7 +67,13 @@ bench-int8: setup  ## ORT CPU throughput INT8 vs FP32, n and s at 640, batch 1 a
 bench-nms: build-repo  ## NMS step cost per image (random worst case and the demo model's real candidates)
 	$(CLI) bench-nms --detector-onnx model_repository/cpu/yolov6_detector/1/model.onnx -o artifacts/reports/bench_nms
 
-bench: bench-int8 bench-nms  ## all benchmarks
+bench-serving: build-repo  ## server vs in-process, DALI vs Pillow, FP32 vs INT8 served; c=1..32 (about 5 min)
+	$(CLI) bench-serving model_repository/cpu -o artifacts/reports/bench_serving
+
+bench: bench-int8 bench-nms bench-serving  ## all benchmarks
+
+loadtest: build-repo  ## headless Locust sweep (gRPC + HTTP, c=1..32, 15 s or 5000 requests a step, loopback)
+	$(CLI) loadtest model_repository/cpu -o artifacts/reports/loadtest
 
 clean:  ## remove generated artifacts (keeps .venv)
 	rm -rf artifacts .pytest_cache

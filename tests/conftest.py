@@ -35,3 +35,60 @@ def ref_model_n(ref_n):
     assert not result.unexpected_keys
     assert all(k.endswith("num_batches_tracked") for k in result.missing_keys)
     return model
+
+
+# --- One live Triton server per test session (the embedded binary), shared by server, client,
+# --- load-test and reliability tests: starting it costs ~15 s.
+DEMO_CHECKPOINT = REPO_ROOT / "models" / "yolov6n_synthetic_320.pt"
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """The demo model when present, else a random-weight YOLOv6-n with the synthetic classes."""
+    if DEMO_CHECKPOINT.is_file():
+        return DEMO_CHECKPOINT
+    import torch
+
+    from yolov6_build.model.checkpoint import save_checkpoint
+    from yolov6_build.model.yolo import ModelSpec, build_model
+    from yolov6_build.synthetic import CLASS_NAMES
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "random_n.pt"
+    return save_checkpoint(build_model(ModelSpec("n", len(CLASS_NAMES))), path, list(CLASS_NAMES), (320, 320))
+
+
+@pytest.fixture(scope="session")
+def repository(checkpoint, tmp_path_factory):
+    """CPU repository with the FP32 detector (no calibration: keeps the session fast)."""
+    from yolov6_build.build_repo import build_repository
+
+    out = tmp_path_factory.mktemp("repo") / "cpu"
+    build_repository(checkpoint, out, "cpu", max_batch_size=4)
+    return out
+
+
+def start_server(repository, work_dir, **options):
+    from yolov6_build.server import ServerOptions, TritonServer
+
+    return TritonServer(repository, work_dir, ServerOptions.on_free_ports(**options)).start()
+
+
+@pytest.fixture(scope="session")
+def server(repository, tmp_path_factory):
+    triton = start_server(repository, tmp_path_factory.mktemp("server"))
+    yield triton
+    triton.stop()
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory):
+    from yolov6_build.demo import sample_images
+
+    return sample_images(tmp_path_factory.mktemp("images"), count=4)
+
+
+@pytest.fixture(scope="session")
+def launch_server():
+    """``launch_server(repository, work_dir, **ServerOptions)`` -> a started TritonServer on free ports."""
+    return start_server

@@ -93,3 +93,12 @@ def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", dete
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("built %s repository in %s (%.1fs)", flavour, out_dir, manifest["seconds"])
     return manifest_path
+
+
+def read_manifest(repository: Path) -> dict:
+    """The manifest ``build_repository`` wrote (checkpoint, config, artifacts); ArtifactError if absent."""
+    path = Path(repository) / "manifest.json"
+    if not path.is_file():
+        raise ArtifactError(f"{repository} has no manifest.json: build it with `make build-repo` "
+                            "(python -m yolov6_build build-repo)")
+    return json.loads(path.read_text())

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .contract import DEFAULT_INPUT_HW
-from .errors import BuildError
+from .errors import BuildError, ConfigError
 
 log = logging.getLogger("yolov6_build")
 
@@ -245,6 +245,51 @@ def cmd_bench_nms(args) -> int:
     return 0
 
 
+def cmd_loadtest(args) -> int:
+    from contextlib import nullcontext
+
+    from .reports.loadtest import sweep, write_report
+    from .server import ServerOptions, TritonServer
+
+    users = [int(u) for u in args.users.split(",")]
+    urls = {url.split("://")[0]: url for url in args.target or []}
+    if set(urls) - {"grpc", "http"}:
+        raise ConfigError(f"--target must be grpc://host:port or http://host:port, got {args.target}")
+    context = nullcontext() if urls else TritonServer(args.repository, args.work_dir, ServerOptions.on_free_ports())
+    with context as server:
+        if server is not None:
+            urls = {p: f"{p}://{server.grpc_url if p == 'grpc' else server.http_url}"
+                    for p in args.protocols.split(",")}
+        results = sweep(urls, args.output, users, args.step_seconds, args.max_requests, args.images,
+                        args.allow_remote)
+    paths = write_report(results, args.output, f"Load test: {', '.join(urls.values())}")
+    print(paths["md"].read_text())
+    log.info("report: %s", ", ".join(str(p) for p in paths.values()))
+    return 1 if any(r.failures for r in results) else 0
+
+
+def cmd_eval_server(args) -> int:
+    from yolov6_client.cli import main as client_main
+
+    from .server import ServerOptions, TritonServer
+
+    detector = args.repository / "yolov6_detector" / "1" / "model.onnx"
+    with TritonServer(args.repository, args.work_dir, ServerOptions.on_free_ports()) as server:
+        argv = ["eval", "--url", server.grpc_url, "--annotations", str(args.annotations), "-o", str(args.output)]
+        argv += ["--compare-onnx", str(detector)] if detector.is_file() else []
+        argv += ["--limit", str(args.limit)] if args.limit else []
+        return client_main(argv)
+
+
+def cmd_bench_serving(args) -> int:
+    from .reports.bench_serving import bench_serving
+
+    report = bench_serving(args.repository, args.output, args.checkpoint, args.images,
+                           [int(u) for u in args.users.split(",")], args.step_seconds, args.seconds)
+    print((args.output / "bench_serving.md").read_text())
+    return 0 if report["ratios"]["zero_failures"] else 1
+
+
 def _add_ptq_options(p) -> None:
     p.add_argument("checkpoint", type=Path, help="input checkpoint (any supported format)")
     p.add_argument("--calib", type=Path, required=True, help="calibration images: a folder or a COCO instances_*.json")
@@ -423,6 +468,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=_hw, default=(320, 320))
     p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/bench_nms"))
     p.set_defaults(func=cmd_bench_nms)
+
+    p = sub.add_parser("loadtest", help="Locust sweep over concurrency, headless and bounded (CSV, Markdown, PNG)")
+    p.add_argument("repository", type=Path, nargs="?", default=Path("model_repository/cpu"),
+                   help="serve this repository on free loopback ports for the run (default model_repository/cpu)")
+    p.add_argument("--target", action="append", default=None, metavar="URL",
+                   help="load an already running server instead: grpc://host:port and/or http://host:port")
+    p.add_argument("--protocols", default="grpc,http", help="with the embedded server: grpc,http")
+    p.add_argument("--users", default="1,2,4,8,16,32", help="concurrency steps (Locust users)")
+    p.add_argument("--step-seconds", type=float, default=15.0, help="length of each step")
+    p.add_argument("--max-requests", type=int, default=5000, help="a step also ends after this many requests")
+    p.add_argument("--images", type=Path, default=None, help="folder of images to send (default: generated)")
+    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback target")
+    p.add_argument("--work-dir", type=Path, default=Path("artifacts/server_loadtest"))
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/loadtest"))
+    p.set_defaults(func=cmd_loadtest)
+
+    p = sub.add_parser("eval-server", help="serve a repository and score a COCO set through it (vs offline)")
+    p.add_argument("repository", type=Path, nargs="?", default=Path("model_repository/cpu"))
+    p.add_argument("--annotations", type=Path,
+                   default=Path("artifacts/datasets/synthetic/annotations/instances_val.json"))
+    p.add_argument("--limit", type=int, default=None, help="first N images only")
+    p.add_argument("--work-dir", type=Path, default=Path("artifacts/server_eval"))
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/eval/server_int8.json"))
+    p.set_defaults(func=cmd_eval_server)
+
+    p = sub.add_parser("bench-serving", help="server vs in-process, DALI vs Pillow, FP32 vs INT8 served (one run)")
+    p.add_argument("repository", type=Path, nargs="?", default=Path("model_repository/cpu"),
+                   help="the built INT8 CPU repository (make build-repo)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="for the FP32 twin (default: the manifest's)")
+    p.add_argument("--images", type=int, default=32, help="synthetic JPEGs of mixed sizes to send")
+    p.add_argument("--users", default="1,2,4,8,16,32", help="server concurrency steps")
+    p.add_argument("--step-seconds", type=float, default=8.0)
+    p.add_argument("--seconds", type=float, default=8.0, help="per in-process measurement")
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/bench_serving"))
+    p.set_defaults(func=cmd_bench_serving)
 
     p = sub.add_parser("eval", help="COCO mAP of a checkpoint (PyTorch) or an ONNX graph (ONNX Runtime)")
     p.add_argument("model", type=Path, help=".pt checkpoint or .onnx graph")

@@ -1,11 +1,14 @@
-"""The served pipeline run in-process: DALI CPU letterbox -> ONNX Runtime detector -> numpy NMS.
+"""The served pipeline run in-process: letterbox -> ONNX Runtime detector -> numpy NMS.
 
 Same code as the Triton models (CpuLetterbox, the detector graph, postprocess), without the
-server; the reference for server parity tests and the baseline of the benchmarks.
+server; the reference for server parity tests and the baseline of the benchmarks. ``preprocess``
+'dali' is the served DALI CPU letterbox; 'plain' is Pillow decode + the OpenCV reference letterbox,
+the usual hand-written alternative the benchmark compares against.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +17,48 @@ from . import contract as c
 from .geometry import Detections
 from .postprocess import detections_for_image
 
+PREPROCESSORS = ("dali", "plain")
+
+
+class PlainLetterbox:
+    """Pillow decode + reference letterbox, image by image; same output format as CpuLetterbox."""
+
+    def __init__(self, input_hw: tuple[int, int]):
+        self.input_hw = tuple(input_hw)
+
+    def __call__(self, encoded_images: list[bytes]) -> list[tuple[np.ndarray, np.ndarray] | Exception]:
+        return [self._one(e) for e in encoded_images]
+
+    def _one(self, encoded: bytes):
+        from PIL import Image, UnidentifiedImageError
+
+        from .geometry import letterbox_image
+
+        try:
+            rgb = np.asarray(Image.open(io.BytesIO(bytes(encoded))).convert("RGB"))
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            return ValueError(f"cannot decode image: {exc}")
+        image, box = letterbox_image(rgb, self.input_hw)
+        return image, box.as_array()
+
+
+def make_preprocessor(kind: str, input_hw: tuple[int, int], max_batch_size: int = 8):
+    if kind == "dali":
+        from .dali.pipeline import CpuLetterbox
+
+        return CpuLetterbox(input_hw, max_batch_size)
+    if kind == "plain":
+        return PlainLetterbox(input_hw)
+    raise ValueError(f"preprocess must be one of {PREPROCESSORS}, got {kind!r}")
+
 
 class InProcessPipeline:
     def __init__(self, detector_onnx: str | Path, input_hw: tuple[int, int], conf_threshold: float = c.SERVE_CONF_THRESHOLD,
                  iou_threshold: float = c.SERVE_IOU_THRESHOLD, max_detections: int = c.SERVE_MAX_DETECTIONS,
-                 max_batch_size: int = 8, threads: int = 0):
-        from .dali.pipeline import CpuLetterbox
+                 max_batch_size: int = 8, threads: int = 0, preprocess: str = "dali"):
         from .evaluate import onnx_runner
 
-        self.letterbox = CpuLetterbox(input_hw, max_batch_size)
+        self.letterbox = make_preprocessor(preprocess, input_hw, max_batch_size)
         self.runner = onnx_runner(detector_onnx, threads)
         self.thresholds = (conf_threshold, iou_threshold, max_detections)
 

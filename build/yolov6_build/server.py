@@ -7,6 +7,7 @@ PATH (the stub runs model.py files with this interpreter's packages).
 
 from __future__ import annotations
 
+import filecmp
 import importlib.util
 import logging
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 from .errors import BuildError, DependencyError
 
 log = logging.getLogger(__name__)
+ADMIN_HEADER = "triton-admin-key"  # header that unlocks ServerOptions.restricted_apis
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,27 @@ class ServerOptions:
     grpc_port: int = 8001
     metrics_port: int = 8002
     model_control: str = "none"  # 'none' keeps the repository API from loading/unloading models
-    max_request_bytes: int = 64 * 1024 * 1024
+    # APIs that need the admin key header: registering shared memory (reads/writes server memory),
+    # the repository API, and trace/logging settings (they write files). Inference, health,
+    # metadata, model config and statistics stay open.
+    restricted_apis: tuple[str, ...] = ("shared-memory", "model-repository", "trace", "logging")
+    admin_key: str | None = None  # None: a random key per start, saved 0600 in the work dir
+    exit_timeout_s: int = 30  # SIGTERM waits this long for in-flight requests
     log_verbose: int = 0
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def on_free_ports(cls, **options) -> "ServerOptions":
+        """Options with HTTP, gRPC and metrics ports the OS reports free now (benchmarks, tests)."""
+        import socket
+
+        sockets = [socket.socket() for _ in range(3)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        http, grpc, metrics = (s.getsockname()[1] for s in sockets)
+        for s in sockets:
+            s.close()
+        return cls(http_port=http, grpc_port=grpc, metrics_port=metrics, **options)
 
 
 def _pytriton_dir() -> Path:
@@ -60,7 +80,9 @@ def prepare_server_dir(work_dir: Path) -> Path:
     if not (target / "bin" / "tritonserver").is_file():
         shutil.copytree(source, target, dirs_exist_ok=True, symlinks=True)
     python_backend = target / "backends" / "python"
-    shutil.copy2(stub, python_backend / "triton_python_backend_stub")
+    installed = python_backend / "triton_python_backend_stub"
+    if not (installed.is_file() and filecmp.cmp(stub, installed, shallow=False)):
+        shutil.copy2(stub, installed)  # not over a running one: that fails with 'text file busy'
     for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
         candidate = source / "python_backend_stubs" / name
         if candidate.is_file() and not (python_backend / name).is_file():
@@ -97,9 +119,24 @@ class TritonServer:
     def grpc_url(self) -> str:
         return f"{self.options.host}:{self.options.grpc_port}"
 
+    def _admin_key(self) -> str:
+        if self.options.admin_key:
+            return self.options.admin_key
+        import secrets
+
+        path = self.work_dir / "admin_key"
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+        return path.read_text()
+
     def command(self) -> list[str]:
         o = self.options
         server_dir = prepare_server_dir(self.work_dir)
+        restricted = []
+        if o.restricted_apis:
+            apis, key = ",".join(o.restricted_apis), self._admin_key()
+            restricted = [f"--http-restricted-api={apis}:{ADMIN_HEADER}={key}",
+                          f"--grpc-restricted-protocol={apis}:{ADMIN_HEADER}={key}"]
         return [str(server_dir / "bin" / "tritonserver"),
                 f"--model-repository={self.model_repository}",
                 f"--backend-directory={server_dir / 'backends'}",
@@ -108,10 +145,11 @@ class TritonServer:
                 f"--metrics-address={o.host}", f"--metrics-port={o.metrics_port}",
                 f"--model-control-mode={o.model_control}",
                 f"--log-verbose={o.log_verbose}", "--exit-on-error=true", "--strict-readiness=true",
-                *o.extra_args]
+                f"--exit-timeout-secs={o.exit_timeout_s}", *restricted, *o.extra_args]
 
     def start(self, timeout_s: float = 180.0) -> "TritonServer":
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = self.command()
         log.info("starting Triton: %s", " ".join(command))
         self._log_file = open(self.log_path, "wb")
@@ -146,14 +184,15 @@ class TritonServer:
         except OSError:
             return "(no log)"
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM lets in-flight requests finish (Triton's graceful shutdown); SIGKILL after timeout."""
+    def stop(self, timeout_s: float | None = None) -> None:
+        """SIGTERM to the server alone: it refuses new requests, lets in-flight ones finish (up to
+        ``exit_timeout_s``) and stops its backend stubs itself. SIGKILL to the group after ``timeout_s``."""
         if self.process is None:
             return
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout_s)
+                self.process.wait(timeout_s or self.options.exit_timeout_s + 15)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()

@@ -38,7 +38,7 @@ class TritonDetector:
         self._module = module
         self._client = module.InferenceServerClient(url) if protocol == "grpc" else module.InferenceServerClient(
             url, connection_timeout=timeout_s, network_timeout=timeout_s)
-        self._class_names: list[str] | None = None
+        self._params: dict[str, str] | None = None
 
     def close(self) -> None:
         self._client.close()
@@ -63,16 +63,25 @@ class TritonDetector:
             time.sleep(0.5)
         raise ServerError(f"Triton at {self.url} ({self.protocol}) not ready after {timeout_s:.0f}s: {last}")
 
-    @property
-    def class_names(self) -> list[str]:
-        if self._class_names is None:
+    def _parameters(self) -> dict[str, str]:
+        """The ensemble's config parameters (class names, input size), read once."""
+        if self._params is None:
             config = self._client.get_model_config(self.model)
             if self.protocol == "grpc":
-                params = {k: v.string_value for k, v in config.config.parameters.items()}
+                self._params = {k: v.string_value for k, v in config.config.parameters.items()}
             else:
-                params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-            self._class_names = json.loads(params.get("class_names", "[]"))
-        return self._class_names
+                self._params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        return self._params
+
+    @property
+    def class_names(self) -> list[str]:
+        return json.loads(self._parameters().get("class_names", "[]"))
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """The detector's network input (height, width), from the ensemble's ``input_size`` parameter."""
+        height, width = self._parameters()["input_size"].split("x")
+        return int(height), int(width)
 
     def _inputs(self, encoded: bytes):
         data = np.frombuffer(encoded, dtype=np.uint8)[None]

@@ -35,6 +35,19 @@ def test_services_gpu_ports_and_health(compose):
     assert any(v.endswith(":/models:ro") for v in triton["volumes"])
 
 
+def test_locust_service_waits_for_a_healthy_server(compose):
+    locust = compose["services"]["locust"]
+    assert locust["depends_on"]["triton"]["condition"] == "service_healthy"
+    assert locust["command"][:2] == ["--host", "grpc://triton:8001"]
+    assert all(p.startswith("127.0.0.1:") for p in locust["ports"])
+    version = locust["build"]["args"]["LOCUST_VERSION"]
+    assert f"ARG LOCUST_VERSION={version}" in (DOCKER / "Dockerfile.locust").read_text()
+    requirements = (DOCKER.parent / "requirements.txt").read_text()
+    assert f"locust=={version}" in requirements  # the container runs the locustfile tested here
+    user_class = locust["command"][-1]
+    assert f"class {user_class}(" in (DOCKER.parent / "loadtest" / "locustfile.py").read_text()
+
+
 def test_one_pinned_release_everywhere(compose):
     for name in ("build", "triton"):
         assert compose["services"][name]["build"]["args"]["TRITON_RELEASE"] == TRITON_RELEASE

@@ -1,69 +1,16 @@
 """The real Triton server (embedded binary) serving the CPU repository: parity and isolation."""
 
-import socket
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from yolov6_build import contract as c
-from yolov6_build.build_repo import build_repository
-from yolov6_build.demo import sample_images
 from yolov6_build.pipeline import InProcessPipeline
-from yolov6_build.server import ServerOptions, TritonServer
 from yolov6_client import ServerError, TritonDetector
 
 pytestmark = pytest.mark.triton
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEMO_CHECKPOINT = REPO_ROOT / "models" / "yolov6n_synthetic_320.pt"
 LOW_CONF = 0.001  # random weights score ~0.01: a low threshold still yields many detections to compare
-
-
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory):
-    if DEMO_CHECKPOINT.is_file():
-        return DEMO_CHECKPOINT
-    import torch
-
-    from yolov6_build.model.checkpoint import save_checkpoint
-    from yolov6_build.model.yolo import ModelSpec, build_model
-    from yolov6_build.synthetic import CLASS_NAMES
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "random_n.pt"
-    return save_checkpoint(build_model(ModelSpec("n", len(CLASS_NAMES))), path, list(CLASS_NAMES), (320, 320))
-
-
-@pytest.fixture(scope="session")
-def repository(checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("repo") / "cpu"
-    build_repository(checkpoint, out, "cpu", max_batch_size=4)
-    return out
-
-
-@pytest.fixture(scope="session")
-def server(repository, tmp_path_factory):
-    http, grpc, metrics = _free_ports(3)
-    triton = TritonServer(repository, tmp_path_factory.mktemp("server"),
-                          ServerOptions(http_port=http, grpc_port=grpc, metrics_port=metrics))
-    with triton:
-        yield triton
-
-
-@pytest.fixture(scope="session")
-def images(tmp_path_factory):
-    return sample_images(tmp_path_factory.mktemp("images"), count=4)
 
 
 def _assert_same(a, b):

@@ -1,0 +1,140 @@
+"""Bad input through the live server: each request gets a clear error or a correct result, the
+other requests of the same dynamic batch succeed, and the server stays up."""
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from yolov6_build.contract import MAX_ENCODED_BYTES, MAX_IMAGE_PIXELS
+from yolov6_client import ServerError, TritonDetector
+
+pytestmark = pytest.mark.triton
+
+
+def _encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def scene(images):
+    """A synthetic scene's pixels (RGB uint8), decoded once."""
+    return np.asarray(Image.open(images[0]).convert("RGB"))
+
+
+def _png16(rgb: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR).astype(np.uint16) * 257)
+    assert ok
+    return data.tobytes()
+
+
+def _variants(rgb: np.ndarray) -> dict[str, bytes]:
+    """Same pixels, other encodings: each must give the lossless PNG's detections."""
+    image = Image.fromarray(rgb)
+    return {"cmyk_jpeg": _encode(image.convert("CMYK"), "JPEG", quality=98),
+            "png_16bit": _png16(rgb),
+            "png_rgba": _encode(image.convert("RGBA"), "PNG"),
+            "bmp": _encode(image, "BMP"),
+            "webp_lossless": _encode(image, "WEBP", lossless=True)}
+
+
+def _bad_payloads(good_jpeg: bytes) -> dict[str, tuple[bytes, str]]:
+    """name -> (bytes, words the error must contain)."""
+    huge = _encode(Image.new("1", (9000, 9000)), "PNG")  # 81 Mpx in a few kB: a decompression bomb
+    assert 9000 * 9000 > MAX_IMAGE_PIXELS
+    corrupt = bytearray(good_jpeg)
+    corrupt[len(corrupt) // 3: len(corrupt) // 3 + 400] = bytes(400)  # zeros in the middle of the scan
+    return {"empty": (b"", "empty"),
+            "random": (np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes(), "not a decodable"),
+            "text": (b"GET / HTTP/1.1\r\n\r\n", "not a decodable"),
+            "truncated_jpeg": (good_jpeg[: len(good_jpeg) // 2], "decod"),
+            "header_only_jpeg": (good_jpeg[:200], "decod"),
+            "huge_pixels": (huge, "allowed 1 to"),
+            "over_byte_limit": (b"\xff\xd8\xff" + bytes(MAX_ENCODED_BYTES), "byte limit"),
+            "gif": (_encode(Image.new("RGB", (64, 64)), "GIF"), "unsupported image format"),
+            "corrupt_jpeg": (bytes(corrupt), None)}  # libjpeg may recover: an error or a result
+
+
+def _detect(server, data: bytes):
+    with TritonDetector(server.grpc_url, retries=0, timeout_s=60) as detector:
+        try:
+            return detector.detect(data, conf_threshold=0.05)
+        except ServerError as exc:
+            return exc
+
+
+def _assert_close(a, b):
+    assert len(a) == len(b) > 0
+    np.testing.assert_array_equal(a.class_ids, b.class_ids)
+    np.testing.assert_allclose(a.scores, b.scores, atol=0.03)
+    np.testing.assert_allclose(a.boxes_xyxy, b.boxes_xyxy, atol=3.0)
+
+
+def test_other_encodings_of_the_same_pixels_give_the_same_detections(server, scene):
+    reference = _detect(server, _encode(Image.fromarray(scene), "PNG"))
+    for name, data in _variants(scene).items():
+        result = _detect(server, data)
+        assert not isinstance(result, ServerError), f"{name}: {result}"
+        _assert_close(result, reference)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 700), (3000, 2)])
+def test_degenerate_sizes_give_valid_results(server, size):
+    result = _detect(server, _encode(Image.new("RGB", size, (200, 30, 30)), "PNG"))
+    assert not isinstance(result, ServerError), result
+    width, height = size
+    boxes = result.boxes_xyxy
+    assert np.all(boxes >= 0) and np.all(boxes[:, [0, 2]] <= width) and np.all(boxes[:, [1, 3]] <= height)
+
+
+def test_grayscale_is_decoded_as_three_channels(server, scene):
+    result = _detect(server, _encode(Image.fromarray(scene).convert("L"), "JPEG"))
+    assert not isinstance(result, ServerError), result
+
+
+def test_each_bad_payload_gets_a_clear_error_and_its_batch_neighbours_succeed(server, images):
+    good = images[0].read_bytes()
+    bad = _bad_payloads(good)
+    payloads = [good] + [data for data, _ in bad.values()] + [good] * 4
+    with ThreadPoolExecutor(max_workers=len(payloads)) as pool:  # all in flight: batched together
+        results = list(pool.map(lambda data: _detect(server, data), payloads))
+    reference = _detect(server, good)
+    for result in [results[0], *results[-4:]]:
+        _assert_close(result, reference)
+    for (name, (_, words)), result in zip(bad.items(), results[1:1 + len(bad)]):
+        if words is None:
+            continue
+        assert isinstance(result, ServerError), f"{name} was accepted"
+        assert words in str(result), f"{name}: {result}"
+    assert server.is_ready()
+
+
+def _raw_infer(server, array: np.ndarray, dtype: str):
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    tensor = grpcclient.InferInput("image", list(array.shape), dtype)
+    tensor.set_data_from_numpy(array)
+    try:
+        return client.infer("yolov6", [tensor])
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("array, dtype, words", [
+    (np.zeros((1, 100), np.float32), "FP32", "data-type"),
+    (np.zeros((1, 2, 50), np.uint8), "UINT8", "shape"),
+    (np.zeros((9, 16), np.uint8), "UINT8", "batch"),  # over max_batch_size
+], ids=["wrong_dtype", "wrong_rank", "batch_too_large"])
+def test_wrong_tensor_is_refused_by_triton_with_a_reason(server, array, dtype, words):
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException) as error:
+        _raw_infer(server, array, dtype)
+    assert words in str(error.value).lower()
+    assert server.is_ready()

@@ -1,0 +1,88 @@
+"""Faults with a server of their own: a killed backend stub, a restart under load, graceful shutdown."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+
+from yolov6_build.server import TritonServer
+from yolov6_client import ServerError, TritonDetector
+from yolov6_client.concurrent import detect_all
+
+pytestmark = pytest.mark.triton
+
+
+@pytest.fixture()
+def own_server(repository, tmp_path, launch_server):
+    server = launch_server(repository, tmp_path / "server")
+    yield server
+    server.stop()
+
+
+def _stub_processes(server: TritonServer, model: str) -> list[psutil.Process]:
+    children = psutil.Process(server.process.pid).children(recursive=True)
+    return [p for p in children if "triton_python_backend_stub" in " ".join(p.cmdline()) and
+            any(model in arg for arg in p.cmdline())]
+
+
+def test_killed_backend_stub_is_restarted_and_later_requests_succeed(own_server, images):
+    stubs = _stub_processes(own_server, "yolov6_nms")
+    assert len(stubs) == 1, [p.cmdline() for p in stubs]
+    stubs[0].kill()  # SIGKILL: it stays a zombie until Triton notices and reaps it
+    outcomes, deadline = [], time.monotonic() + 90
+    with TritonDetector(own_server.grpc_url, retries=0) as detector:
+        while time.monotonic() < deadline:
+            try:
+                outcomes.append(detector.detect(images[0]))
+                break
+            except ServerError as exc:
+                outcomes.append(exc)
+                time.sleep(1)
+    assert not isinstance(outcomes[-1], ServerError), f"no success after the stub died: {outcomes[-3:]}"
+    assert own_server.process.poll() is None
+    new_stubs = _stub_processes(own_server, "yolov6_nms")
+    assert len(new_stubs) == 1 and new_stubs[0].pid != stubs[0].pid
+
+
+def test_restart_under_load_loses_no_request(own_server, images):
+    """Clients with enough retry budget ride out a restart: every image gets its detections."""
+    payloads = [p.read_bytes() for p in images] * 100
+    results: list = []
+    worker = threading.Thread(target=lambda: results.extend(detect_all(
+        lambda: TritonDetector(own_server.grpc_url, retries=7, backoff_s=0.25, timeout_s=20), payloads,
+        concurrency=4, progress=False)))
+    started = time.monotonic()
+    worker.start()
+    time.sleep(1.5)
+    own_server.stop()
+    own_server.start()  # same ports
+    worker.join(timeout=180)
+    assert not worker.is_alive(), "client hung across the restart"
+    failed = [r for r in results if isinstance(r, ServerError)]
+    assert len(results) == len(payloads) and not failed, f"{len(failed)} failed, first: {failed[:1]}"
+    assert time.monotonic() - started < 180
+
+
+def test_graceful_shutdown_finishes_requests_in_flight(own_server, images):
+    payloads = [p.read_bytes() for p in images] * 6
+    barrier = threading.Barrier(len(payloads) + 1)
+
+    def send(data):
+        with TritonDetector(own_server.grpc_url, retries=0, timeout_s=60) as detector:
+            detector.wait_ready(10)
+            barrier.wait()
+            try:
+                return detector.detect(data)
+            except ServerError as exc:
+                return exc
+
+    with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
+        futures = [pool.submit(send, data) for data in payloads]
+        barrier.wait()
+        time.sleep(0.5)  # all requests are on the server (a batch of 8 takes longer than this)
+        own_server.stop()
+        results = [f.result(timeout=60) for f in futures]
+    failed = [r for r in results if isinstance(r, ServerError)]
+    assert not failed, f"{len(failed)} of {len(results)} in-flight requests lost: {failed[:1]}"
