@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BuildError, DependencyError
+from .errors import BuildError, ConfigError, DependencyError
 
 log = logging.getLogger(__name__)
 ADMIN_HEADER = "triton-admin-key"  # header that unlocks ServerOptions.restricted_apis
@@ -35,7 +35,10 @@ class ServerOptions:
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
-    model_control: str = "none"  # 'none' keeps the repository API from loading/unloading models
+    # Model control 'explicit', the repository API locked behind the admin key, so that this class
+    # can reload a model whose Python backend stub died (supervisor.py) and drain the ensembles
+    # before stopping. False: model control 'none' (no repository API at all).
+    managed_models: bool = True
     # APIs that need the admin key header: registering shared memory (reads/writes server memory),
     # the repository API, and trace/logging settings (they write files). Inference, health,
     # metadata, model config and statistics stay open.
@@ -110,6 +113,8 @@ class TritonServer:
         self.options = options
         self.log_path = log_path or self.work_dir / "tritonserver.log"
         self.process: subprocess.Popen | None = None
+        self.supervisor = None  # StubSupervisor while running with managed_models
+        self.admin_key: str | None = None
 
     @property
     def http_url(self) -> str:
@@ -133,8 +138,11 @@ class TritonServer:
         o = self.options
         server_dir = prepare_server_dir(self.work_dir)
         restricted = []
+        if o.managed_models and "model-repository" not in o.restricted_apis:
+            raise ConfigError("managed_models needs the repository API restricted to the admin key")
         if o.restricted_apis:
-            apis, key = ",".join(o.restricted_apis), self._admin_key()
+            apis = ",".join(o.restricted_apis)
+            key = self.admin_key = self._admin_key()
             restricted = [f"--http-restricted-api={apis}:{ADMIN_HEADER}={key}",
                           f"--grpc-restricted-protocol={apis}:{ADMIN_HEADER}={key}"]
         return [str(server_dir / "bin" / "tritonserver"),
@@ -143,7 +151,8 @@ class TritonServer:
                 f"--http-address={o.host}", f"--http-port={o.http_port}",
                 f"--grpc-address={o.host}", f"--grpc-port={o.grpc_port}",
                 f"--metrics-address={o.host}", f"--metrics-port={o.metrics_port}",
-                f"--model-control-mode={o.model_control}",
+                *(["--model-control-mode=explicit", "--load-model=*"] if o.managed_models
+                  else ["--model-control-mode=none"]),
                 f"--log-verbose={o.log_verbose}", "--exit-on-error=true", "--strict-readiness=true",
                 f"--exit-timeout-secs={o.exit_timeout_s}", *restricted, *o.extra_args]
 
@@ -156,6 +165,10 @@ class TritonServer:
         self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT,
                                         env=server_environment(), start_new_session=True)
         self.wait_ready(timeout_s)
+        if self.options.managed_models:
+            from .supervisor import StubSupervisor
+
+            self.supervisor = StubSupervisor(self.process.pid, self.repository_api()).start()
         return self
 
     def wait_ready(self, timeout_s: float) -> None:
@@ -184,11 +197,41 @@ class TritonServer:
         except OSError:
             return "(no log)"
 
+    def repository_api(self):
+        from .supervisor import RepositoryApi
+
+        return RepositoryApi(self.http_url, ADMIN_HEADER, self.admin_key)
+
+    def drain(self, timeout_s: float) -> None:
+        """Unload the ensembles first: new requests are refused (clients see a retryable 'no available
+        versions'), requests inside them finish on the still-loaded steps. SIGTERM alone stops every
+        model's scheduler at once and fails ensemble requests between two steps."""
+        api = self.repository_api()
+        ensembles = api.ensembles()
+        for name in ensembles:
+            api.unload(name)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            states = {e["name"]: e.get("state") for e in api.index()}
+            if all(states.get(name) != "READY" and states.get(name) != "UNLOADING" for name in ensembles):
+                return
+            time.sleep(0.1)
+        log.warning("ensembles %s still busy after %.0fs; stopping anyway", ensembles, timeout_s)
+
     def stop(self, timeout_s: float | None = None) -> None:
-        """SIGTERM to the server alone: it refuses new requests, lets in-flight ones finish (up to
-        ``exit_timeout_s``) and stops its backend stubs itself. SIGKILL to the group after ``timeout_s``."""
+        """Graceful stop: drain the ensembles (when model control allows), then SIGTERM to the server
+        alone, which lets remaining in-flight requests finish (up to ``exit_timeout_s``) and stops its
+        backend stubs itself. SIGKILL to the group after ``timeout_s``."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
         if self.process is None:
             return
+        if self.process.poll() is None and self.options.managed_models:
+            try:
+                self.drain(self.options.exit_timeout_s)
+            except OSError as exc:  # server already going down: nothing left to drain
+                log.warning("could not drain before stopping: %s", exc)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:

@@ -119,10 +119,16 @@ class TritonDetector:
             log.warning("retrying request to %s (attempt %d)", self.url, attempt + 2)
 
 
+# Transient server states, not bad requests: worth a retry after a pause. Triton answers these while
+# it starts, stops or reloads a model (the supervisor reloads one whose backend stub died).
+TRANSIENT_STATUS = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "503", "502", "504")
+TRANSIENT_MESSAGES = ("has no available versions", "is not ready", "server is stopping", "is not healthy",
+                      "connect")
+
+
 def _retryable(exc) -> bool:
-    status = str(exc.status() or "")
-    return any(s in status for s in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "503", "502", "504")) or \
-        "connect" in str(exc).lower()
+    status, message = str(exc.status() or ""), str(exc).lower()
+    return any(s in status for s in TRANSIENT_STATUS) or any(m in message for m in TRANSIENT_MESSAGES)
 
 
 def _describe(exc, url: str) -> str:

@@ -1,0 +1,89 @@
+"""Fuzz the preprocessing (header checks + DALI CPU letterbox) with random and mutated image bytes
+for a bounded time: every input gets an image or a ValueError, never a crash or a hang."""
+
+import io
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from yolov6_build.dali.pipeline import CpuLetterbox
+from yolov6_build.inputs import check_encoded_image
+
+FUZZ_SECONDS = 12
+INPUT_HW = (320, 320)
+
+
+def _seeds(images) -> list[bytes]:
+    scene = Image.open(images[0]).convert("RGB").resize((200, 150))
+    out = [images[0].read_bytes()]
+    for fmt, options in (("PNG", {}), ("JPEG", {"progressive": True}), ("BMP", {}), ("WEBP", {"quality": 60})):
+        buffer = io.BytesIO()
+        scene.save(buffer, format=fmt, **options)
+        out.append(buffer.getvalue())
+    return out
+
+
+def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
+    data = bytearray(data)
+    kind = rng.integers(0, 5)
+    if kind == 0:  # flip bytes
+        for i in rng.integers(0, len(data), int(rng.integers(1, 64))):
+            data[i] = int(rng.integers(0, 256))
+    elif kind == 1:  # truncate
+        data = data[: int(rng.integers(0, len(data)))]
+    elif kind == 2:  # duplicate a chunk
+        start = int(rng.integers(0, len(data)))
+        data[start:start] = data[start:start + int(rng.integers(1, 4096))]
+    elif kind == 3:  # corrupt the header region, where sizes and tables live
+        for i in rng.integers(0, min(len(data), 600), int(rng.integers(1, 8))):
+            data[i] = int(rng.integers(0, 256))
+    else:  # random bytes behind a valid magic number
+        data = data[:4] + bytearray(rng.integers(0, 256, int(rng.integers(0, 20000)), dtype=np.uint8))
+    return bytes(data)
+
+
+def test_preprocessing_survives_random_and_mutated_bytes(images):
+    rng = np.random.default_rng(int(time.time()))
+    seed = rng.bit_generator.state["state"]["state"]
+    seeds = _seeds(images)
+    letterbox = CpuLetterbox(INPUT_HW, max_batch_size=4)
+    deadline, tried, decoded = time.monotonic() + FUZZ_SECONDS, 0, 0
+    while time.monotonic() < deadline:
+        batch = [_mutate(seeds[int(rng.integers(0, len(seeds)))], rng) for _ in range(4)]
+        accepted = [b for b in batch if check_encoded_image(b) is None]
+        for result in letterbox(accepted) if accepted else []:
+            if isinstance(result, Exception):
+                assert isinstance(result, ValueError) and "decode" in str(result), f"rng seed {seed}: {result!r}"
+                continue
+            image, box = result
+            assert image.shape == (3, *INPUT_HW) and np.isfinite(image).all(), f"rng seed {seed}"
+            assert 0.0 <= image.min() and image.max() <= 1.0 and box.shape == (6,)
+            decoded += 1
+        tried += len(batch)
+    assert tried > 100 and decoded > 0  # it ran, and some mutants were still images
+
+
+@pytest.mark.triton
+def test_server_survives_fuzzed_requests(server, images):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from yolov6_client import ServerError, TritonDetector
+
+    rng = np.random.default_rng(1)
+    seeds = _seeds(images)
+    payloads = [_mutate(seeds[i % len(seeds)], rng) for i in range(60)]
+
+    def send(data):
+        with TritonDetector(server.grpc_url, retries=0, timeout_s=60) as detector:
+            try:
+                return detector.detect(data)
+            except ServerError as exc:
+                return exc
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(send, payloads))
+    assert all(not isinstance(r, ServerError) or "rejected the request" in str(r) for r in results)
+    assert server.is_ready()
+    assert not isinstance(send(seeds[0]), ServerError)
