@@ -13,9 +13,10 @@ CHECKPOINT ?= $(DEMO_MODEL)
 FLAVOUR ?= cpu
 DATASET := artifacts/datasets/synthetic
 CALIB ?= $(DATASET)/calib
+SOAK_MINUTES ?= 10
 
 .PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report bench-int8 bench-nms \
-	bench-serving bench loadtest
+	bench-serving bench loadtest soak
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -71,6 +72,9 @@ bench-serving: build-repo  ## server vs in-process, DALI vs Pillow, FP32 vs INT8
 	$(CLI) bench-serving model_repository/cpu -o artifacts/reports/bench_serving
 
 bench: bench-int8 bench-nms bench-serving  ## all benchmarks
+
+soak: build-repo  ## $(SOAK_MINUTES) min at 80% of the measured max QPS: failures, server memory, latency drift
+	$(CLI) soak model_repository/cpu --minutes $(SOAK_MINUTES) -o artifacts/reports/soak
 
 loadtest: build-repo  ## headless Locust sweep (gRPC + HTTP, c=1..32, 15 s or 5000 requests a step, loopback)
 	$(CLI) loadtest model_repository/cpu -o artifacts/reports/loadtest

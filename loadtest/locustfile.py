@@ -9,6 +9,7 @@ Settings come from the environment:
   LOADTEST_MODEL         ensemble name (default yolov6)
   LOADTEST_MAX_REQUESTS  stop the run after this many requests (default: no limit; use --run-time)
   LOADTEST_TIMEOUT_S     seconds per request (default 30)
+  LOADTEST_USER_RPS      each user paces itself to this many requests/s (default: back to back)
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from pathlib import Path
 import gevent
 import grpc.experimental.gevent as grpc_gevent
 import numpy as np
-from locust import FastHttpUser, User, between, events, task
+from locust import FastHttpUser, User, constant, constant_throughput, events, task
 
 grpc_gevent.init_gevent()  # before any channel exists: gRPC's I/O must yield to other greenlets
 
 MODEL = os.environ.get("LOADTEST_MODEL", "yolov6")
 TIMEOUT_S = float(os.environ.get("LOADTEST_TIMEOUT_S", "30"))
+USER_RPS = float(os.environ.get("LOADTEST_USER_RPS", "0"))
 OUTPUTS = ("num_detections", "boxes", "scores", "classes")
 # Mixed sizes and orientations, as cameras and uploads send them (width, height).
 GENERATED_SIZES = ((320, 240), (640, 480), (480, 640), (1280, 720), (1920, 1080), (1024, 1024))
@@ -78,7 +80,7 @@ def _image_input(module, encoded: bytes):
 class HttpDetectUser(FastHttpUser):
     """KServe v2 over HTTP with the binary-tensor extension; geventhttpclient reports to Locust."""
 
-    wait_time = between(0, 0)
+    wait_time = constant_throughput(USER_RPS) if USER_RPS else constant(0)
     network_timeout = TIMEOUT_S
     connection_timeout = TIMEOUT_S
 
@@ -106,7 +108,7 @@ class HttpDetectUser(FastHttpUser):
 class GrpcDetectUser(User):
     """tritonclient.grpc on gevent; each request is reported to Locust with its latency or error."""
 
-    wait_time = between(0, 0)
+    wait_time = constant_throughput(USER_RPS) if USER_RPS else constant(0)
 
     def on_start(self):
         import tritonclient.grpc as grpcclient

@@ -281,6 +281,15 @@ def cmd_eval_server(args) -> int:
         return client_main(argv)
 
 
+def cmd_soak(args) -> int:
+    from .reports.soak import SoakConfig, soak
+
+    report = soak(args.repository, args.output, SoakConfig(minutes=args.minutes, fraction=args.fraction,
+                                                          max_rps=args.max_rps, users=args.users))
+    print((args.output / "soak.md").read_text())
+    return 0 if report["passed"] else 1
+
+
 def cmd_bench_serving(args) -> int:
     from .reports.bench_serving import bench_serving
 
@@ -483,6 +492,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", type=Path, default=Path("artifacts/server_loadtest"))
     p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/loadtest"))
     p.set_defaults(func=cmd_loadtest)
+
+    p = sub.add_parser("soak", help="sustained load at a fraction of max QPS: errors, memory, latency over time")
+    p.add_argument("repository", type=Path, nargs="?", default=Path("model_repository/cpu"))
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--fraction", type=float, default=0.8, help="of the maximum QPS (default 0.8)")
+    p.add_argument("--max-rps", type=float, default=None, help="skip measuring the maximum; use this")
+    p.add_argument("--users", type=int, default=16)
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/soak"))
+    p.set_defaults(func=cmd_soak)
 
     p = sub.add_parser("eval-server", help="serve a repository and score a COCO set through it (vs offline)")
     p.add_argument("repository", type=Path, nargs="?", default=Path("model_repository/cpu"))

@@ -31,6 +31,11 @@ def test_services_gpu_ports_and_health(compose):
     triton = services["triton"]
     assert all(p.startswith("127.0.0.1:") for p in triton["ports"])  # loopback unless the user changes it
     assert "--model-control-mode=none" in triton["command"]
+    from yolov6_build.server import ADMIN_HEADER, ServerOptions
+
+    apis = ",".join(ServerOptions().restricted_apis)  # the same lock as the embedded server
+    for flag in ("--http-restricted-api", "--grpc-restricted-protocol"):
+        assert f"{flag}={apis}:{ADMIN_HEADER}=${{TRITON_ADMIN_KEY:?export TRITON_ADMIN_KEY}}" in triton["command"]
     assert "/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
     assert any(v.endswith(":/models:ro") for v in triton["volumes"])
 

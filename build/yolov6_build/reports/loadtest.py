@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -87,9 +88,11 @@ def summarise(entries: list[dict]) -> dict:
 
 
 def run_step(host_url: str, protocol: str, users: int, out_dir: Path, step_seconds: float,
-             max_requests: int, images: Path | None = None, locustfile: Path = LOCUSTFILE) -> StepResult:
-    """One Locust run at ``users`` concurrent users (each keeps one request in flight)."""
-    prefix = out_dir / "steps" / f"{protocol}_u{users}"
+             max_requests: int, images: Path | None = None, locustfile: Path = LOCUSTFILE,
+             user_rps: float | None = None, monitor=None, name: str | None = None) -> StepResult:
+    """One Locust run at ``users`` concurrent users, each keeping one request in flight (or pacing
+    itself to ``user_rps``). ``monitor()`` is called about once a second while it runs."""
+    prefix = out_dir / "steps" / (name or f"{protocol}_u{users}")
     prefix.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--only-summary",
                "-u", str(users), "-r", str(users), "-t", f"{max(1, round(step_seconds))}s", "--stop-timeout", "5",
@@ -98,12 +101,21 @@ def run_step(host_url: str, protocol: str, users: int, out_dir: Path, step_secon
     env = dict(os.environ, LOADTEST_MAX_REQUESTS=str(max_requests))
     if images:
         env["LOADTEST_IMAGES"] = str(images)
+    if user_rps:
+        env["LOADTEST_USER_RPS"] = str(user_rps)
     log_path = prefix.with_suffix(".log")
+    deadline = time.monotonic() + step_seconds + 60
     with open(log_path, "wb") as log_file:
-        try:
-            subprocess.run(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, timeout=step_seconds + 60)
-        except subprocess.TimeoutExpired:
-            log.warning("locust step %s u=%d overran; using the statistics it wrote", protocol, users)
+        process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        while process.poll() is None:
+            if time.monotonic() > deadline:
+                log.warning("locust step %s u=%d overran; using the statistics it wrote", protocol, users)
+                process.kill()
+                break
+            if monitor is not None:
+                monitor()
+            time.sleep(1.0)
+        process.wait()
     stats = Path(f"{prefix}.json")  # written once, at shutdown, from the final statistics
     if not stats.is_file():
         raise ConfigError(f"locust wrote no statistics for {protocol} u={users}; see {log_path}")
