@@ -160,7 +160,8 @@ class TritonServer:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = self.command()
-        log.info("starting Triton: %s", " ".join(command))
+        shown = " ".join(command).replace(self.admin_key, "***") if self.admin_key else " ".join(command)
+        log.info("starting Triton: %s", shown)  # the admin key stays out of logs
         self._log_file = open(self.log_path, "wb")
         self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT,
                                         env=server_environment(), start_new_session=True)
