@@ -15,7 +15,7 @@ DATASET := artifacts/datasets/synthetic
 CALIB ?= $(DATASET)/calib
 SOAK_MINUTES ?= 10
 
-.PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report bench-int8 bench-nms \
+.PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report qat-report train-repopt bench-int8 bench-nms \
 	bench-serving bench loadtest soak
 
 help:  ## list targets
@@ -51,6 +51,15 @@ train-demo: dataset  ## train the demo YOLOv6-n at 320 on CPU (about 45 min on 2
 		--optimizer adamw --lr 0.002 --weight-decay 0.05 --eval-every 5 --eval-limit 100
 	$(CLI) fuse artifacts/train_demo/model.pt -o $(DEMO_MODEL)
 
+REPOPT_MODEL ?= models/yolov6n_repopt_synthetic_320.pt
+train-repopt: dataset  ## RepOpt demo model: 4-epoch hyper-search for the branch scales, then 22 epochs of RepOpt SGD (resumable)
+	$(CLI) train --data $(DATASET) -o artifacts/train_repopt_hs --size n --img-size 320 --epochs 4 --batch-size 16 \
+		--training-mode hyper_search --optimizer sgd --lr 0.02 --weight-decay 5e-4 --eval-every 4 --eval-limit 100
+	$(CLI) train --data $(DATASET) -o artifacts/train_repopt --size n --img-size 320 --epochs 22 --batch-size 16 \
+		--training-mode repopt --scales artifacts/train_repopt_hs/model.pt --optimizer sgd --lr 0.02 \
+		--weight-decay 5e-4 --eval-every 5 --eval-limit 100
+	$(CLI) fuse artifacts/train_repopt/model.pt -o $(REPOPT_MODEL)
+
 eval-demo: dataset  ## COCO mAP of the demo model on the val split (PyTorch and ONNX Runtime FP32)
 	$(CLI) eval $(DEMO_MODEL) -o artifacts/eval/demo_fp32_torch.json
 	$(CLI) export-onnx $(DEMO_MODEL) -o artifacts/eval/demo_fp32.onnx
@@ -61,6 +70,9 @@ eval-server: build-repo  ## COCO mAP of the served INT8 ensemble (live server, g
 
 quant-report: dataset  ## mAP of FP32 / PTQ per calibrator / partial PTQ / stock ORT on the demo model
 	$(CLI) quant-report $(DEMO_MODEL) -o artifacts/reports/quantization
+
+qat-report: dataset  ## QAT and QAT + channel-wise distillation from the PTQ demo model: mAP table, Q/DQ + ORT exports
+	$(CLI) qat $(DEMO_MODEL) -o artifacts/reports/qat
 
 bench-int8: setup  ## ORT CPU throughput INT8 vs FP32, n and s at 640, batch 1 and 8 (random weights)
 	$(CLI) bench-int8 -o artifacts/reports/bench_int8

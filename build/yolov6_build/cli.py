@@ -126,7 +126,8 @@ def cmd_train(args) -> int:
                       val_annotations=str(data / "instances_val.json"), out_dir=str(args.output), size=args.size,
                       input_hw=args.img_size, epochs=args.epochs, batch_size=args.batch_size,
                       optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, eval_every=args.eval_every,
-                      eval_limit=args.eval_limit, workers=args.workers, seed=args.seed, max_iters=args.max_iters)
+                      eval_limit=args.eval_limit, workers=args.workers, seed=args.seed, max_iters=args.max_iters,
+                      training_mode=args.training_mode, repopt_scales=str(args.scales) if args.scales else None)
     final = train(cfg)
     log.info("trained model written to %s", final)
     return 0
@@ -199,6 +200,17 @@ def cmd_quant_report(args) -> int:
                                  args.budget, args.val_limit)
     print((Path(args.output) / "quantization.md").read_text())
     return 0 if report["rows"] else 1
+
+
+def cmd_qat(args) -> int:
+    from .quantize.qat import QatConfig, qat_report
+
+    cfg = QatConfig(str(args.train_annotations), iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
+                    distill=tuple(args.distill), temperature=args.temperature, distill_weight=args.distill_weight)
+    report = qat_report(args.checkpoint, args.train_annotations, args.val_annotations, args.calib, args.output, cfg,
+                        calib_images=args.calib_images, val_limit=args.limit)
+    print((args.output / "qat.md").read_text())
+    return 0 if report else 1
 
 
 def cmd_bench_int8(args) -> int:
@@ -411,6 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="data loader processes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations (smoke runs)")
+    p.add_argument("--training-mode", choices=("repvgg", "repopt", "hyper_search"), default="repvgg",
+                   help="repvgg (branches, merged at deploy); hyper_search (learn RepOpt scales); repopt (plain "
+                        "blocks + RepOpt SGD, needs --scales)")
+    p.add_argument("--scales", type=Path, default=None, help="hyper-search model.pt (for --training-mode repopt)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("quantize", help="PTQ: write Q/DQ (TensorRT) and ORT INT8 detector graphs, partial PTQ")
@@ -451,6 +467,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-limit", type=int, default=None, help="first N val images (default all)")
     p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/quantization"))
     p.set_defaults(func=cmd_quant_report)
+
+    p = sub.add_parser("qat", help="QAT (+ channel-wise distillation) from the PTQ model: mAP table and exports")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--train-annotations", type=Path,
+                   default=Path("artifacts/datasets/synthetic/annotations/instances_train.json"))
+    p.add_argument("--val-annotations", type=Path,
+                   default=Path("artifacts/datasets/synthetic/annotations/instances_val.json"))
+    p.add_argument("--calib", type=Path, default=Path("artifacts/datasets/synthetic/calib"))
+    p.add_argument("--calib-images", type=int, default=128)
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--distill", nargs="+", default=["neck"], choices=("neck", "cls_logits"),
+                   help="what the QAT + CWD run distils (default: the three neck outputs)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--distill-weight", type=float, default=1.0, help="initial CWD weight (cosine decay to 0)")
+    p.add_argument("--limit", type=int, default=None, help="first N val images only")
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/qat"))
+    p.set_defaults(func=cmd_qat)
 
     p = sub.add_parser("bench-int8", help="ORT CPU throughput INT8 vs FP32 (bundle graph vs stock path)")
     p.add_argument("--sizes", nargs="+", default=["n", "s"], choices=("n", "s", "m", "l"))

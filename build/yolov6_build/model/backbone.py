@@ -5,20 +5,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import CSPSPPF, SPPF, BepC3, BiFusion, ConvBNReLU, ConvBNSiLU, RepBlock, RepVGGBlock, SimCSPSPPF, SimSPPF
+from .layers import (CSPSPPF, SPPF, BepC3, BiFusion, ConvBNReLU, ConvBNSiLU, LinearAddBlock, RealVGGBlock, RepBlock,
+                     RepVGGBlock, SimCSPSPPF, SimSPPF)
 from .registry import Variant
 
+# training_mode -> the 3x3 block of backbone and neck: RepVGG branches, RepOpt's plain block, or
+# RepOpt's hyper-search block (learns the branch scales the RepOpt optimizer then uses).
+BLOCKS = {"repvgg": RepVGGBlock, "repopt": RealVGGBlock, "hyper_search": LinearAddBlock}
 
-def _basic_block(variant: Variant):
-    return ConvBNSiLU if variant.block == "conv_silu" else RepVGGBlock
+
+def _basic_block(variant: Variant, training_mode: str = "repvgg"):
+    return ConvBNSiLU if variant.block == "conv_silu" else BLOCKS[training_mode]
 
 
 class Backbone(nn.Module):
     """Stem + four down-sampling stages; returns the P2, P3, P4, P5 maps (fuse_P2 on, as in v3.0)."""
 
-    def __init__(self, variant: Variant, in_channels: int = 3):
+    def __init__(self, variant: Variant, in_channels: int = 3, training_mode: str = "repvgg"):
         super().__init__()
-        block = _basic_block(variant)
+        block = _basic_block(variant, training_mode)
         ch, n = variant.channels, variant.repeats
 
         def stage(c_in, c_out, repeats):
@@ -52,10 +57,10 @@ def _pyramid_pool(variant: Variant, block):
 class Neck(nn.Module):
     """Bi-directional FPN/PAN. Input (P2, P3, P4, P5); output the stride 8/16/32 maps for the head."""
 
-    def __init__(self, variant: Variant):
+    def __init__(self, variant: Variant, training_mode: str = "repvgg"):
         super().__init__()
         ch, n = variant.channels, variant.repeats
-        block = _basic_block(variant)
+        block = _basic_block(variant, training_mode)
 
         def stage(c_in, c_out, repeats):
             if variant.csp:

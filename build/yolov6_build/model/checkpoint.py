@@ -80,7 +80,7 @@ def infer_architecture(state_dict: dict) -> tuple[str, int, str, bool]:
 
 def _stem_channels(state_dict: dict) -> int:
     for key in ("backbone.stem.rbr_dense.conv.weight", "backbone.stem.rbr_reparam.weight",
-                "backbone.stem.block.conv.weight"):
+                "backbone.stem.block.conv.weight", "backbone.stem.conv.weight"):  # last: hyper-search
         if key in state_dict:
             return int(state_dict[key].shape[0])
     raise CheckpointError("not a YOLOv6 v3.0 checkpoint: no backbone stem weights found")
@@ -105,7 +105,7 @@ def load_checkpoint(path: str | Path, num_classes: int | None = None, size: str 
     if num_classes is not None and num_classes != found_classes:
         raise CheckpointError(f"{path} has {found_classes} classes, but {num_classes} were asked for "
                               "(pass the matching class names, or fine-tune a new head)")
-    model = build_model(ModelSpec(found_size, found_classes, head))
+    model = build_model(ModelSpec(found_size, found_classes, head, meta.get("training_mode", "repvgg")))
     if deploy:
         fuse_for_deploy(model)
     _load_weights(model, state_dict, path)
@@ -145,7 +145,7 @@ def _load_weights(model, state_dict: dict, path) -> None:
 
 
 def save_checkpoint(model, path: str | Path, class_names: list[str] | None = None,
-                    input_hw: tuple[int, int] = (640, 640), training_mode: str = "repvgg",
+                    input_hw: tuple[int, int] = (640, 640), training_mode: str | None = None,
                     half: bool = True, **extra) -> Path:
     """Write weights plus metadata in the project's format (plain tensors and containers only)."""
     import torch
@@ -155,7 +155,7 @@ def save_checkpoint(model, path: str | Path, class_names: list[str] | None = Non
              for k, v in model.state_dict().items()}
     meta = {"size": spec.size, "num_classes": spec.num_classes, "head": spec.head,
             "class_names": list(class_names or []), "input_hw": list(input_hw),
-            "training_mode": training_mode, **extra}
+            "training_mode": training_mode or spec.training_mode, **extra}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"format": PROJECT_FORMAT, "version": PROJECT_FORMAT_VERSION, "meta": meta, "state_dict": state},

@@ -127,6 +127,43 @@ class RepVGGBlock(nn.Module):
         self.rbr_dense = self.rbr_1x1 = self.rbr_identity = None
 
 
+class RealVGGBlock(_ConvAct):
+    """RepOpt's plain block: one 3x3 conv + BN + ReLU, trained as is (its optimizer carries what the
+    RepVGG branches would have added); deploys by folding the BN, with no branch merging."""
+
+    activation_cls = nn.ReLU
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1):
+        if kernel_size != 3 or padding != 1:
+            raise ValueError("RealVGGBlock supports kernel_size=3, padding=1 only")
+        super().__init__(in_channels, out_channels, 3, stride)
+        self.has_identity = in_channels == out_channels and stride == 1  # where RepVGG has an identity branch
+
+
+class LinearAddBlock(nn.Module):
+    """RepOpt's hyper-search block: learnable per-channel scales on a 3x3 conv, a 1x1 conv and (when
+    shapes allow) the identity, summed, then BN + ReLU. Only its trained scales are used afterwards."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1):
+        super().__init__()
+        if kernel_size != 3 or padding != 1:
+            raise ValueError("LinearAddBlock supports kernel_size=3, padding=1 only")
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.scale_conv = nn.Parameter(torch.ones(out_channels))
+        self.conv_1x1 = nn.Conv2d(in_channels, out_channels, 1, stride, 0, bias=False)
+        self.scale_1x1 = nn.Parameter(torch.ones(out_channels))
+        has_identity = in_channels == out_channels and stride == 1
+        self.scale_identity = nn.Parameter(torch.ones(out_channels)) if has_identity else None
+        self.bn = batch_norm(out_channels)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        out = self.conv(x) * self.scale_conv.view(1, -1, 1, 1) + self.conv_1x1(x) * self.scale_1x1.view(1, -1, 1, 1)
+        if self.scale_identity is not None:
+            out = out + x * self.scale_identity.view(1, -1, 1, 1)
+        return self.relu(self.bn(out))
+
+
 class BottleRep(nn.Module):
     """Two basic blocks with a (learnable-weight) residual connection."""
 

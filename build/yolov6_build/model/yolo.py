@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .backbone import Backbone, Neck
+from .backbone import BLOCKS, Backbone, Neck
 from .head import Detect
 from .layers import ConvModule, RepVGGBlock
 from .registry import HEAD_VARIANTS, get_variant
@@ -16,11 +16,13 @@ from .registry import HEAD_VARIANTS, get_variant
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What to build: size, class count and head variant ('plain' or 'distill')."""
+    """What to build: size, class count, head variant ('plain' or 'distill') and training mode
+    ('repvgg', 'repopt' or RepOpt's 'hyper_search'; see backbone.BLOCKS)."""
 
     size: str = "n"
     num_classes: int = 80
     head: str = "plain"
+    training_mode: str = "repvgg"
 
     def __post_init__(self):
         get_variant(self.size)
@@ -28,6 +30,8 @@ class ModelSpec:
             raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.head not in HEAD_VARIANTS:
             raise ConfigError(f"head must be one of {HEAD_VARIANTS}, got {self.head!r}")
+        if self.training_mode not in BLOCKS:
+            raise ConfigError(f"training_mode must be one of {sorted(BLOCKS)}, got {self.training_mode!r}")
 
 
 class YOLOv6(nn.Module):
@@ -38,8 +42,8 @@ class YOLOv6(nn.Module):
         super().__init__()
         variant = get_variant(spec.size)
         self.spec = spec
-        self.backbone = Backbone(variant)
-        self.neck = Neck(variant)
+        self.backbone = Backbone(variant, training_mode=spec.training_mode)
+        self.neck = Neck(variant, training_mode=spec.training_mode)
         self.detect = Detect(spec.num_classes, variant.head_channels, variant.use_dfl, spec.head)
 
     def forward(self, images: torch.Tensor):

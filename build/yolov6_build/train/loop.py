@@ -37,12 +37,17 @@ class TrainConfig:
     seed: int = 0
     max_iters: int | None = None  # stop early (tests, smoke runs)
     init_checkpoint: str | None = None  # start from these weights instead of scratch
+    training_mode: str = "repvgg"  # or 'hyper_search' / 'repopt' (train/repopt.py)
+    repopt_scales: str | None = None  # hyper-search checkpoint, for training_mode 'repopt'
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("epochs and batch_size must be >= 1")
         if self.optimizer not in ("sgd", "adamw"):
             raise ConfigError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.training_mode == "repopt" and (self.optimizer != "sgd" or not self.repopt_scales):
+            raise ConfigError("RepOpt training needs --optimizer sgd (Adam cancels the gradient scaling) and "
+                              "--scales from a hyper-search run")
 
 
 class ModelEMA:
@@ -102,10 +107,18 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.init_checkpoint:
         model, _ = load_checkpoint(cfg.init_checkpoint, num_classes=train_set.num_classes)
     else:
-        model = build_model(ModelSpec(cfg.size, train_set.num_classes))
+        model = build_model(ModelSpec(cfg.size, train_set.num_classes, training_mode=cfg.training_mode))
     model.train()
+    if cfg.training_mode == "repopt":
+        from .repopt import initialize_from_scales, repopt_optimizer, scales_from_checkpoint
+
+        scales = scales_from_checkpoint(cfg.repopt_scales)
+        initialize_from_scales(model, scales, cfg.seed)
     ema = ModelEMA(model, cfg.ema_decay)
-    if cfg.optimizer == "adamw":
+    if cfg.training_mode == "repopt":
+        optimizer = repopt_optimizer(model, scales, _param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                     momentum=cfg.momentum, nesterov=True)
+    elif cfg.optimizer == "adamw":
         optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.momentum, 0.999))
     else:
         optimizer = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
