@@ -15,7 +15,7 @@ DATASET := artifacts/datasets/synthetic
 CALIB ?= $(DATASET)/calib
 SOAK_MINUTES ?= 10
 
-.PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report qat-report train-repopt bench-int8 bench-nms \
+.PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report qat-report train-repopt repopt-report bench-int8 bench-nms \
 	bench-serving bench loadtest soak
 
 help:  ## list targets
@@ -59,6 +59,9 @@ train-repopt: dataset  ## RepOpt demo model: 4-epoch hyper-search for the branch
 		--training-mode repopt --scales artifacts/train_repopt_hs/model.pt --optimizer sgd --lr 0.02 \
 		--weight-decay 5e-4 --eval-every 5 --eval-limit 100
 	$(CLI) fuse artifacts/train_repopt/model.pt -o $(REPOPT_MODEL)
+
+repopt-report: dataset  ## RepVGG- vs RepOpt-trained demo model: FP32 mAP, PTQ drop, weight statistics (table + plot)
+	$(CLI) repopt-report --repvgg $(DEMO_MODEL) --repopt $(REPOPT_MODEL) -o artifacts/reports/repopt
 
 eval-demo: dataset  ## COCO mAP of the demo model on the val split (PyTorch and ONNX Runtime FP32)
 	$(CLI) eval $(DEMO_MODEL) -o artifacts/eval/demo_fp32_torch.json

@@ -213,6 +213,15 @@ def cmd_qat(args) -> int:
     return 0 if report else 1
 
 
+def cmd_repopt_report(args) -> int:
+    from .reports.repopt import repopt_report
+
+    repopt_report({"RepVGG": args.repvgg, "RepOpt": args.repopt}, args.val_annotations, args.calib, args.output,
+                  val_limit=args.limit)
+    print((args.output / "repopt.md").read_text())
+    return 0
+
+
 def cmd_bench_int8(args) -> int:
     from .reports.bench_int8 import bench_int8
 
@@ -486,6 +495,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="first N val images only")
     p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/qat"))
     p.set_defaults(func=cmd_qat)
+
+    p = sub.add_parser("repopt-report", help="RepVGG vs RepOpt model: FP32 mAP, PTQ drop, weight-range statistics")
+    p.add_argument("--repvgg", type=Path, default=Path("models/yolov6n_synthetic_320.pt"))
+    p.add_argument("--repopt", type=Path, default=Path("models/yolov6n_repopt_synthetic_320.pt"))
+    p.add_argument("--val-annotations", type=Path,
+                   default=Path("artifacts/datasets/synthetic/annotations/instances_val.json"))
+    p.add_argument("--calib", type=Path, default=Path("artifacts/datasets/synthetic/calib"))
+    p.add_argument("--limit", type=int, default=None, help="first N val images only")
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/repopt"))
+    p.set_defaults(func=cmd_repopt_report)
 
     p = sub.add_parser("bench-int8", help="ORT CPU throughput INT8 vs FP32 (bundle graph vs stock path)")
     p.add_argument("--sizes", nargs="+", default=["n", "s"], choices=("n", "s", "m", "l"))

@@ -111,3 +111,16 @@ def test_adam_is_refused_for_repopt():
     with pytest.raises(ConfigError, match="sgd"):
         TrainConfig("a.json", "b.json", "out", training_mode="repopt", optimizer="adamw", repopt_scales="hs.pt")
     assert isinstance(RepOptSGD([torch.nn.Parameter(torch.ones(1))], {}, lr=0.1), torch.optim.SGD)
+
+
+def test_weight_stats_see_the_outliers_a_merged_identity_makes():
+    from yolov6_build.reports.repopt import _int8_snr_db, weight_stats
+
+    torch.manual_seed(4)
+    merged = {r["layer"]: r for r in weight_stats(fuse_for_deploy(build_model(ModelSpec("n", 8))))}
+    plain = {r["layer"]: r for r in weight_stats(fuse_for_deploy(build_model(ModelSpec("n", 8, training_mode="repopt"))))}
+    assert len(merged) == len(plain) > 20
+    ratio = lambda rows: np.median([r["max_over_std"] for r in rows.values()])  # noqa: E731
+    assert ratio(merged) > 2 * ratio(plain)  # identity 1s on the centre diagonal vs Kaiming-only kernels
+    w = np.random.default_rng(0).normal(size=(8, 4, 3, 3)) * np.arange(1, 9)[:, None, None, None]
+    assert _int8_snr_db(w, (1, 2, 3)) > _int8_snr_db(w, None) > 20
