@@ -131,10 +131,10 @@ def train_qat(quant_model, teacher, cfg: QatConfig, input_hw: tuple[int, int], p
             optimizer.step()
             iteration += 1
             bar.update()
-            bar.set_postfix(task=f"{float(task):.3f}", cwd=f"{float(loss_kd):.4f}", refresh=False)
+            bar.set_postfix(task=f"{float(task.detach()):.3f}", cwd=f"{float(loss_kd.detach()):.4f}", refresh=False)
             if iteration % 10 == 0 or iteration == cfg.iterations:
-                history.append({"iteration": iteration, "task": round(float(task), 4),
-                                "cwd": round(float(loss_kd), 5), "kd_weight": round(distill_weight_at(cfg, iteration), 4)})
+                history.append({"iteration": iteration, "task": round(float(task.detach()), 4),
+                                "cwd": round(float(loss_kd.detach()), 5), "kd_weight": round(distill_weight_at(cfg, iteration), 4)})
             if iteration >= cfg.iterations:
                 break
     bar.close()
