@@ -15,6 +15,11 @@ from .contract import DEFAULT_INPUT_HW
 from .errors import BuildError, ConfigError
 
 log = logging.getLogger("yolov6_build")
+# the synthetic dataset `make dataset` writes: the default data of every report command
+DATASET = Path("artifacts/datasets/synthetic")
+TRAIN_ANNOTATIONS = DATASET / "annotations" / "instances_train.json"
+VAL_ANNOTATIONS = DATASET / "annotations" / "instances_val.json"
+CALIB_DIR = DATASET / "calib"
 
 
 def _hw(text: str) -> tuple[int, int]:
@@ -411,13 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("make-dataset", help="write the deterministic synthetic COCO-format dataset")
-    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/datasets/synthetic"))
+    p.add_argument("-o", "--output", type=Path, default=DATASET)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--count", type=int, default=None, help="images per split (default train 2000/val 300/calib 256)")
     p.set_defaults(func=cmd_make_dataset)
 
     p = sub.add_parser("train", help="train YOLOv6 on a COCO-format dataset (CPU)")
-    p.add_argument("--data", type=Path, default=Path("artifacts/datasets/synthetic"),
+    p.add_argument("--data", type=Path, default=DATASET,
                    help="dataset root with annotations/instances_{train,val}.json and image folders")
     p.add_argument("-o", "--output", type=Path, default=Path("artifacts/train"), help="run folder (resumes if present)")
     p.add_argument("--size", choices=("n", "s", "m", "l"), default="n")
@@ -469,8 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quant-report", help="mAP table: FP32, PTQ per calibrator, partial PTQ, stock ORT path")
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--val", type=Path, default=Path("artifacts/datasets/synthetic/annotations/instances_val.json"))
-    p.add_argument("--calib", type=Path, default=Path("artifacts/datasets/synthetic/calib"))
+    p.add_argument("--val", type=Path, default=VAL_ANNOTATIONS)
+    p.add_argument("--calib", type=Path, default=CALIB_DIR)
     p.add_argument("--calib-images", type=int, default=128)
     p.add_argument("--budget", type=float, default=0.3, help="partial PTQ mAP budget in points (default 0.3)")
     p.add_argument("--val-limit", type=int, default=None, help="first N val images (default all)")
@@ -479,11 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("qat", help="QAT (+ channel-wise distillation) from the PTQ model: mAP table and exports")
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--train-annotations", type=Path,
-                   default=Path("artifacts/datasets/synthetic/annotations/instances_train.json"))
-    p.add_argument("--val-annotations", type=Path,
-                   default=Path("artifacts/datasets/synthetic/annotations/instances_val.json"))
-    p.add_argument("--calib", type=Path, default=Path("artifacts/datasets/synthetic/calib"))
+    p.add_argument("--train-annotations", type=Path, default=TRAIN_ANNOTATIONS)
+    p.add_argument("--val-annotations", type=Path, default=VAL_ANNOTATIONS)
+    p.add_argument("--calib", type=Path, default=CALIB_DIR)
     p.add_argument("--calib-images", type=int, default=128)
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=8)
@@ -499,9 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("repopt-report", help="RepVGG vs RepOpt model: FP32 mAP, PTQ drop, weight-range statistics")
     p.add_argument("--repvgg", type=Path, default=Path("models/yolov6n_synthetic_320.pt"))
     p.add_argument("--repopt", type=Path, default=Path("models/yolov6n_repopt_synthetic_320.pt"))
-    p.add_argument("--val-annotations", type=Path,
-                   default=Path("artifacts/datasets/synthetic/annotations/instances_val.json"))
-    p.add_argument("--calib", type=Path, default=Path("artifacts/datasets/synthetic/calib"))
+    p.add_argument("--val-annotations", type=Path, default=VAL_ANNOTATIONS)
+    p.add_argument("--calib", type=Path, default=CALIB_DIR)
     p.add_argument("--limit", type=int, default=None, help="first N val images only")
     p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/repopt"))
     p.set_defaults(func=cmd_repopt_report)
@@ -558,8 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval-server", help="serve a repository and score a COCO set through it (vs offline)")
     p.add_argument("repository", type=Path, nargs="?", default=Path("model_repository/cpu"))
-    p.add_argument("--annotations", type=Path,
-                   default=Path("artifacts/datasets/synthetic/annotations/instances_val.json"))
+    p.add_argument("--annotations", type=Path, default=VAL_ANNOTATIONS)
     p.add_argument("--limit", type=int, default=None, help="first N images only")
     p.add_argument("--work-dir", type=Path, default=Path("artifacts/server_eval"))
     p.add_argument("-o", "--output", type=Path, default=Path("artifacts/eval/server_int8.json"))
@@ -578,8 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="COCO mAP of a checkpoint (PyTorch) or an ONNX graph (ONNX Runtime)")
     p.add_argument("model", type=Path, help=".pt checkpoint or .onnx graph")
-    p.add_argument("--annotations", type=Path,
-                   default=Path("artifacts/datasets/synthetic/annotations/instances_val.json"))
+    p.add_argument("--annotations", type=Path, default=VAL_ANNOTATIONS)
     p.add_argument("--images", type=Path, default=None, help="image folder (default: next to the annotations)")
     p.add_argument("--img-size", type=_hw, default=None, help="network input (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=8)
