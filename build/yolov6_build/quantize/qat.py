@@ -117,7 +117,7 @@ def train_qat(quant_model, teacher, cfg: QatConfig, input_hw: tuple[int, int], p
     dataset = TrainDataset(CocoDataset(cfg.train_annotations), input_hw, augment=True, seed=cfg.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
                                          generator=torch.Generator().manual_seed(cfg.seed), drop_last=True)
-    history, iteration = [], 0
+    history, iteration, running = [], 0, {}
     quant_model.train()
     bar = tqdm(total=cfg.iterations, desc="QAT" + (" + CWD" if cfg.distill else ""), unit="it",
                disable=not progress or None, leave=False)
@@ -131,10 +131,12 @@ def train_qat(quant_model, teacher, cfg: QatConfig, input_hw: tuple[int, int], p
             optimizer.step()
             iteration += 1
             bar.update()
-            bar.set_postfix(task=f"{float(task.detach()):.3f}", cwd=f"{float(loss_kd.detach()):.4f}", refresh=False)
+            for key, value in (("task", float(task.detach())), ("cwd", float(loss_kd.detach()))):
+                running[key] = value if key not in running else 0.9 * running[key] + 0.1 * value  # smoothed
+            bar.set_postfix(task=f"{running['task']:.3f}", cwd=f"{running['cwd']:.4f}", refresh=False)
             if iteration % 10 == 0 or iteration == cfg.iterations:
-                history.append({"iteration": iteration, "task": round(float(task.detach()), 4),
-                                "cwd": round(float(loss_kd.detach()), 5), "kd_weight": round(distill_weight_at(cfg, iteration), 4)})
+                history.append({"iteration": iteration, "task": round(running["task"], 4),
+                                "cwd": round(running["cwd"], 5), "kd_weight": round(distill_weight_at(cfg, iteration), 4)})
             if iteration >= cfg.iterations:
                 break
     bar.close()
