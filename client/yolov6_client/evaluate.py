@@ -8,7 +8,6 @@ the detection cap here; compare with an offline run at the same cap.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 from yolov6_build import contract as c
