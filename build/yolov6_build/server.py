@@ -129,10 +129,11 @@ class TritonServer:
             return self.options.admin_key
         import secrets
 
+        key = secrets.token_urlsafe(24)
         path = self.work_dir / "admin_key"
-        path.write_text(secrets.token_urlsafe(24))
+        path.write_text(key)
         path.chmod(0o600)
-        return path.read_text()
+        return key
 
     def command(self) -> list[str]:
         o = self.options
@@ -214,7 +215,7 @@ class TritonServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             states = {e["name"]: e.get("state") for e in api.index()}
-            if all(states.get(name) != "READY" and states.get(name) != "UNLOADING" for name in ensembles):
+            if all(states.get(name) not in ("READY", "UNLOADING") for name in ensembles):
                 return
             time.sleep(0.1)
         log.warning("ensembles %s still busy after %.0fs; stopping anyway", ensembles, timeout_s)

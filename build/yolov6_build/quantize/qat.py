@@ -75,7 +75,7 @@ class DistillationLoss:
 
 def _features(model, images):
     """Raw head outputs (train mode) plus the neck maps the head read."""
-    neck = model.neck(model.backbone(images))
+    neck = model.neck_features(images)
     raw = model.detect.raw_outputs(neck)
     return raw, {"neck": neck, "cls_logits": raw["cls_logits"]}
 
