@@ -15,7 +15,7 @@ DATASET := artifacts/datasets/synthetic
 CALIB ?= $(DATASET)/calib
 SOAK_MINUTES ?= 10
 
-.PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report qat-report train-repopt repopt-report bench-int8 bench-nms \
+.PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt repopt-report bench-int8 bench-nms \
 	bench-serving bench loadtest soak
 
 help:  ## list targets
@@ -62,6 +62,9 @@ train-repopt: dataset  ## RepOpt demo model: 4-epoch hyper-search for the branch
 
 repopt-report: dataset  ## RepVGG- vs RepOpt-trained demo model: FP32 mAP, PTQ drop, weight statistics (table + plot)
 	$(CLI) repopt-report --repvgg $(DEMO_MODEL) --repopt $(REPOPT_MODEL) -o artifacts/reports/repopt
+
+scale-report: dataset  ## mAP and lint findings of per-branch, merged and tied INT8 scales on the demo model
+	$(CLI) scale-report $(DEMO_MODEL) -o artifacts/reports/scale_sharing
 
 eval-demo: dataset  ## COCO mAP of the demo model on the val split (PyTorch and ONNX Runtime FP32)
 	$(CLI) eval $(DEMO_MODEL) -o artifacts/eval/demo_fp32_torch.json

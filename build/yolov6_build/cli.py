@@ -20,6 +20,7 @@ DATASET = Path("artifacts/datasets/synthetic")
 TRAIN_ANNOTATIONS = DATASET / "annotations" / "instances_train.json"
 VAL_ANNOTATIONS = DATASET / "annotations" / "instances_val.json"
 CALIB_DIR = DATASET / "calib"
+CALIBRATOR_CHOICES = ("max", "percentile", "mse", "entropy")  # quantize.ptq.CALIBRATORS, without importing torch
 
 
 def _hw(text: str) -> tuple[int, int]:
@@ -77,7 +78,8 @@ def cmd_build_repo(args) -> int:
         from .quantize.ptq import PtqConfig
         from .quantize.stage import QuantizeStageConfig
 
-        quantize_config = QuantizeStageConfig(ptq=PtqConfig(calibrator=args.calibrator), calib_images=args.calib_images)
+        quantize_config = QuantizeStageConfig(ptq=PtqConfig(calibrator=args.calibrator), calib_images=args.calib_images,
+                                              scale_sharing=args.scale_sharing)
     build_repository(args.checkpoint, out, args.flavour, detector_onnx=args.detector_onnx, calib=args.calib,
                      quantize_config=quantize_config, **overrides)
     return 0
@@ -158,6 +160,13 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _add_scale_sharing(parser) -> None:
+    parser.add_argument("--scale-sharing", choices=("merge", "tie", "none"), default="merge",
+                        help="one scale per Concat/Add/MaxPool/shared input for TensorRT: merge = largest of the "
+                             "per-quantizer scales (default), tie = calibrate each group on its pooled statistics, "
+                             "none = per-branch scales (TensorRT reformats)")
+
+
 def _ptq_config(args):
     from .quantize.ptq import PtqConfig
 
@@ -171,7 +180,7 @@ def cmd_quantize(args) -> int:
                               float_top_k=args.float_top_k, auto_budget_points=args.auto_budget,
                               sensitivity_images=args.sensitivity_images,
                               val_annotations=str(args.val) if args.val else None, val_limit=args.val_limit,
-                              merge_scales=not args.no_merge)
+                              scale_sharing=args.scale_sharing)
     report = run_quantize(args.checkpoint, args.calib, args.output, cfg)
     print(json.dumps({k: report[k] for k in ("float_layers", "seconds")}, indent=2))
     return 0
@@ -204,6 +213,15 @@ def cmd_quant_report(args) -> int:
     report = quantization_report(args.checkpoint, args.val, args.calib, args.output, args.calib_images,
                                  args.budget, args.val_limit)
     print((Path(args.output) / "quantization.md").read_text())
+    return 0 if report["rows"] else 1
+
+
+def cmd_scale_report(args) -> int:
+    from .reports.scale_sharing import scale_sharing_report
+
+    report = scale_sharing_report(args.checkpoint, args.val, args.calib, args.output, tuple(args.calibrators),
+                                  args.calib_images, args.val_limit)
+    print((args.output / "scale_sharing.md").read_text())
     return 0 if report["rows"] else 1
 
 
@@ -328,7 +346,7 @@ def cmd_bench_serving(args) -> int:
 def _add_ptq_options(p) -> None:
     p.add_argument("checkpoint", type=Path, help="input checkpoint (any supported format)")
     p.add_argument("--calib", type=Path, required=True, help="calibration images: a folder or a COCO instances_*.json")
-    p.add_argument("--calibrator", choices=("max", "percentile", "mse", "entropy"), default="percentile",
+    p.add_argument("--calibrator", choices=CALIBRATOR_CHOICES, default="percentile",
                    help="activation range method (default percentile)")
     p.add_argument("--percentile", type=float, default=99.99, help="for --calibrator percentile (default 99.99)")
     p.add_argument("--calib-images", type=int, default=128, help="calibration images used (default 128)")
@@ -381,9 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=None, help="repository folder (default model_repository/FLAVOUR)")
     p.add_argument("--calib", type=Path, default=None,
                    help="calibration images (folder or COCO json): serve INT8 (PTQ); without it, FP32")
-    p.add_argument("--calibrator", choices=("max", "percentile", "mse", "entropy"), default="percentile",
+    p.add_argument("--calibrator", choices=CALIBRATOR_CHOICES, default="percentile",
                    help="with --calib: activation range method (default percentile)")
     p.add_argument("--calib-images", type=int, default=128, help="with --calib: images used (default 128)")
+    _add_scale_sharing(p)
     p.add_argument("--detector-onnx", type=Path, default=None,
                    help="use this detector graph (e.g. from `quantize`) instead of building one")
     p.add_argument("--img-size", type=_hw, default=None, help="network input, N or HxW (default: the checkpoint's)")
@@ -452,8 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sensitivity-images", type=int, default=32, help="images for the sensitivity ranking")
     p.add_argument("--val", type=Path, default=None, help="COCO instances json for mAP (automatic partial PTQ)")
     p.add_argument("--val-limit", type=int, default=150, help="val images used per mAP measurement")
-    p.add_argument("--no-merge", action="store_true",
-                   help="keep per-branch scales (default: merge scales across Concat/Add/MaxPool for TensorRT)")
+    _add_scale_sharing(p)
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("lint-qdq", help="check a Q/DQ ONNX for scale mismatches and fusion blockers (TensorRT)")
@@ -481,6 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-limit", type=int, default=None, help="first N val images (default all)")
     p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/quantization"))
     p.set_defaults(func=cmd_quant_report)
+
+    p = sub.add_parser("scale-report", help="mAP and lint findings of per-branch, merged and tied INT8 scales")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--val", type=Path, default=VAL_ANNOTATIONS)
+    p.add_argument("--calib", type=Path, default=CALIB_DIR)
+    p.add_argument("--calib-images", type=int, default=128)
+    p.add_argument("--calibrators", nargs="+", choices=CALIBRATOR_CHOICES, default=["max", "percentile", "mse"])
+    p.add_argument("--val-limit", type=int, default=None, help="first N val images (default all)")
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/scale_sharing"))
+    p.set_defaults(func=cmd_scale_report)
 
     p = sub.add_parser("qat", help="QAT (+ channel-wise distillation) from the PTQ model: mAP table and exports")
     p.add_argument("checkpoint", type=Path)

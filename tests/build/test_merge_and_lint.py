@@ -1,5 +1,7 @@
 """Merged scales and the Q/DQ lint: zero findings on the bundle's graphs, findings on naive ones."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -14,10 +16,14 @@ HW = (64, 64)
 
 
 def _quantized(size, seed=0):
+    return _quantized_with(size, PtqConfig("percentile"), seed)
+
+
+def _quantized_with(size, cfg, seed=0):
     torch.manual_seed(seed)
     model = fuse_for_deploy(build_model(ModelSpec(size, 8)))
     batches = [np.random.default_rng(seed).random((2, 3, *HW), dtype=np.float32)]
-    return quantize_ptq(model, batches, PtqConfig("percentile"), progress=False)
+    return quantize_ptq(model, batches, cfg, progress=False)
 
 
 def test_naive_graph_has_findings(tmp_path):
@@ -64,3 +70,50 @@ def test_lint_reports_float_islands_and_accepts_intended_ones(tmp_path):
     findings = lint_qdq(path)
     assert [f.kind for f in findings] == ["unquantized-layer"] and "cls_preds.2" in findings[0].node
     assert lint_qdq(path, float_layers={"detect.cls_preds.2"}) == []
+
+
+def test_pooled_histogram_keeps_every_count_on_common_bins():
+    from yolov6_build.quantize.merge import pooled_histogram
+
+    rng = np.random.default_rng(0)
+    narrow, wide = rng.random(10_000) * 0.5, rng.random(10_000) * 8.0
+    members = [np.histogram(x, bins=2048, range=(0, x.max())) for x in (narrow, wide)]
+    hist, edges = pooled_histogram(members)
+    assert hist.sum() == 20_000 and edges[0] == 0 and np.isclose(edges[-1], wide.max())
+    # the pooled median lies where the pooled data's median lies (within a bin or two)
+    cdf = np.cumsum(hist) / hist.sum()
+    median = edges[1:][np.searchsorted(cdf, 0.5)]
+    assert abs(median - np.median(np.concatenate([narrow, wide]))) < 3 * (edges[1] - edges[0])
+
+
+@pytest.mark.parametrize("calibrator", ["max", "percentile"])
+def test_tied_groups_share_one_scale_no_larger_than_the_merged_one(calibrator, tmp_path):
+    from yolov6_build.quantize.merge import share_scales
+
+    quant = _quantized("n") if calibrator == "percentile" else _quantized_with("n", PtqConfig("max"))
+    tied, merged = copy.deepcopy(quant), copy.deepcopy(quant)
+    groups = share_scales(tied, "tie", PtqConfig(calibrator), HW)
+    share_scales(merged, "merge", PtqConfig(calibrator), HW)
+    tied_modules, merged_modules = dict(tied.named_modules()), dict(merged.named_modules())
+    for group in groups:
+        amaxes = {float(tied_modules[n].amax) for n in group}
+        assert len(amaxes) == 1, group
+        merged_amax = float(merged_modules[group[0]].amax)
+        if calibrator == "max":  # pooled maxima are the largest maximum: tie == merge
+            assert np.isclose(amaxes.pop(), merged_amax)
+        else:  # pooled tails are no heavier than the heaviest member's (up to a bin of the pooled histogram)
+            assert amaxes.pop() <= merged_amax * 1.01
+    assert lint_qdq(export_onnx(tied, tmp_path / "tied.onnx", HW)) == []
+
+
+def test_residual_adds_get_tied_quantizers_and_the_lint_sees_float_adds(tmp_path):
+    quant = _quantized("m")
+    adds = [n for n, _ in quant.named_modules() if n.endswith("add.residual_quantizer")]
+    assert len(adds) == 24  # every BottleRep shortcut of YOLOv6-m
+    merge_scales(quant, HW)
+    assert lint_qdq(export_onnx(quant, tmp_path / "merged.onnx", HW)) == []
+    for name, module in quant.named_modules():
+        if name.endswith(("add.residual_quantizer", "add.input_quantizer")):
+            module.disable()
+    findings = lint_qdq(export_onnx(quant, tmp_path / "float_adds.onnx", HW))
+    assert len(findings) == 24 and {f.kind for f in findings} == {"unquantized-add"}

@@ -9,6 +9,8 @@ Findings:
   unless listed as an intended float layer.
 - ``conv-output-qdq``: Q/DQ between a conv and the activation right after it (blocks conv+act fusion).
 - ``requantize``: a DequantizeLinear feeding a QuantizeLinear with another scale.
+- ``unquantized-add``: an Add between quantized layers (its output is quantized again) with an input
+  that is not dequantized: TensorRT runs it in float and reformats around it.
 """
 
 from __future__ import annotations
@@ -84,6 +86,19 @@ class QdqGraph:
                 found.extend(self._quantizing_readers(node.output[0]))
         return found
 
+    def is_dequantized(self, tensor: str) -> bool:
+        """Whether ``tensor`` is a DequantizeLinear output (looking through pass-through nodes)."""
+        producer = self.producer.get(tensor)
+        while producer is not None and producer.op_type in PASS_THROUGH:
+            producer = self.producer.get(producer.input[0])
+        return producer is not None and producer.op_type == "DequantizeLinear"
+
+    def feeds_quantizer(self, tensor: str) -> bool:
+        """Whether ``tensor`` reaches an activation Q node directly or through Concat/pass-through nodes."""
+        return any(self.is_activation_q(node) or
+                   (node.op_type in PASS_THROUGH + ("Concat",) and self.feeds_quantizer(node.output[0]))
+                   for node in self.consumers.get(tensor, []))
+
     def merge_groups(self) -> list[list]:
         """Q nodes that must share a scale: readers of one tensor, and all around each Concat/Add/MaxPool."""
         parent: dict[str, str] = {}
@@ -119,37 +134,57 @@ class QdqGraph:
 def lint_qdq(path_or_proto, float_layers=()) -> list[Finding]:
     """All findings of a Q/DQ graph ([] when TensorRT can fuse everything as intended)."""
     onnx = require("onnx")
-    from ..quantize.ort_int8 import node_module
 
     model = onnx.load(str(path_or_proto)) if not hasattr(path_or_proto, "graph") else path_or_proto
     g = QdqGraph(model)
-    findings = []
+    findings: list[Finding] = []
     for node in g.nodes:
         if node.op_type in MERGE_OPS:
-            tensors = [t for t in node.input if t not in g.constants] + list(node.output)
-            scales = sorted({round(g.scale(q), 9) for t in tensors for q in g.scale_sources(t)})
-            if len(scales) > 1:
-                findings.append(Finding("mixed-scales", node.name, f"scales {scales[:4]}"))
+            findings += _merge_op_findings(g, node)
         elif node.op_type in ("Conv", "ConvTranspose"):
-            if node_module(node.name) in float_layers:
-                continue
-            quantized = [getattr(g.producer.get(t), "op_type", "") == "DequantizeLinear" for t in node.input[:2]]
-            if not all(quantized):
-                findings.append(Finding("unquantized-layer", node.name,
-                                        "input" if not quantized[0] else "weight" + " without Q/DQ"))
+            findings += _conv_findings(g, node, float_layers)
         elif node.op_type == "QuantizeLinear":
-            readers = [q for q in g.scale_sources(node.input[0]) if q.op_type == "QuantizeLinear"]
-            first = min((q.name for q in readers), default=None)
-            if node.name == first and len({round(g.scale(q), 9) for q in readers}) > 1:
-                findings.append(Finding("shared-input-scales", node.input[0], f"{len(readers)} quantizers"))
-            source = g.producer.get(node.input[0])
-            if source is not None and source.op_type in ("Conv", "ConvTranspose"):
-                after = [c for dq in g.consumers.get(node.output[0], []) for c in g.consumers.get(dq.output[0], [])]
-                if any(c.op_type in ACTIVATIONS for c in after):
-                    findings.append(Finding("conv-output-qdq", node.name, f"between {source.name} and its activation"))
-            if source is not None and source.op_type == "DequantizeLinear":
-                upstream = g.producer.get(source.input[0])
-                if upstream is not None and upstream.op_type == "QuantizeLinear" and \
-                        not np.isclose(g.scale(upstream), g.scale(node)):
-                    findings.append(Finding("requantize", node.name, "DQ -> Q with a different scale"))
+            findings += _quantize_findings(g, node)
+    return findings
+
+
+def _merge_op_findings(g: QdqGraph, node) -> list[Finding]:
+    findings = []
+    tensors = [t for t in node.input if t not in g.constants] + list(node.output)
+    scales = sorted({round(g.scale(q), 9) for t in tensors for q in g.scale_sources(t)})
+    if len(scales) > 1:
+        findings.append(Finding("mixed-scales", node.name, f"scales {scales[:4]}"))
+    if node.op_type == "Add" and g.feeds_quantizer(node.output[0]) and \
+            not all(g.is_dequantized(t) for t in node.input if t not in g.constants):
+        findings.append(Finding("unquantized-add", node.name, "an input without Q/DQ between quantized layers"))
+    return findings
+
+
+def _conv_findings(g: QdqGraph, node, float_layers) -> list[Finding]:
+    from ..quantize.ort_int8 import node_module
+
+    if node_module(node.name) in float_layers:
+        return []
+    quantized = [g.is_dequantized(t) for t in node.input[:2]]
+    if all(quantized):
+        return []
+    return [Finding("unquantized-layer", node.name, "input" if not quantized[0] else "weight" + " without Q/DQ")]
+
+
+def _quantize_findings(g: QdqGraph, node) -> list[Finding]:
+    findings = []
+    readers = [q for q in g.scale_sources(node.input[0]) if q.op_type == "QuantizeLinear"]
+    first = min((q.name for q in readers), default=None)
+    if node.name == first and len({round(g.scale(q), 9) for q in readers}) > 1:
+        findings.append(Finding("shared-input-scales", node.input[0], f"{len(readers)} quantizers"))
+    source = g.producer.get(node.input[0])
+    if source is not None and source.op_type in ("Conv", "ConvTranspose"):
+        after = [c for dq in g.consumers.get(node.output[0], []) for c in g.consumers.get(dq.output[0], [])]
+        if any(c.op_type in ACTIVATIONS for c in after):
+            findings.append(Finding("conv-output-qdq", node.name, f"between {source.name} and its activation"))
+    if source is not None and source.op_type == "DequantizeLinear":
+        upstream = g.producer.get(source.input[0])
+        if upstream is not None and upstream.op_type == "QuantizeLinear" and \
+                not np.isclose(g.scale(upstream), g.scale(node)):
+            findings.append(Finding("requantize", node.name, "DQ -> Q with a different scale"))
     return findings

@@ -164,6 +164,14 @@ class LinearAddBlock(nn.Module):
         return self.relu(self.bn(out))
 
 
+class ResidualAdd(nn.Module):
+    """``branch + residual`` as a module, so quantization can put Q/DQ on both inputs (TensorRT then
+    runs the add in INT8 instead of reformatting); it holds no parameters."""
+
+    def forward(self, branch, residual):
+        return branch + residual
+
+
 class BottleRep(nn.Module):
     """Two basic blocks with a (learnable-weight) residual connection."""
 
@@ -173,10 +181,11 @@ class BottleRep(nn.Module):
         self.conv2 = basic_block(out_channels, out_channels)
         self.shortcut = in_channels == out_channels
         self.alpha = nn.Parameter(torch.ones(1)) if weight else 1.0
+        self.add = ResidualAdd()
 
     def forward(self, x):
         out = self.conv2(self.conv1(x))
-        return out + self.alpha * x if self.shortcut else out
+        return self.add(out, self.alpha * x) if self.shortcut else out
 
 
 class RepBlock(nn.Module):

@@ -1,7 +1,8 @@
 """Post-training quantization of the deploy model with nvidia-modelopt.
 
 INT8 per-channel weights (axis 0 for Conv2d, 1 for ConvTranspose2d, as TensorRT expects) and
-per-tensor activations at every conv and max-pool input. Layers are chosen by rule, not by name:
+per-tensor activations at every conv and max-pool input and at both inputs of residual adds
+(m/l's BottleRep). Layers are chosen by rule, not by name:
 every conv and pool the forward pass runs (so the unused DFL projection of n/s stays out).
 Activation ranges come from a histogram (percentile/MSE/entropy) or max.
 ``exclude`` keeps named layers in float (partial PTQ).
@@ -20,6 +21,7 @@ from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 CALIBRATORS = ("max", "percentile", "mse", "entropy")
+QUANTIZER_KINDS = ("input_quantizer", "weight_quantizer", "residual_quantizer")
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,30 @@ class PtqConfig:
 
 def _quantizable_types():
     torch = require("torch")
-    return torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.MaxPool2d
+    from ..model.layers import ResidualAdd
+
+    return torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.MaxPool2d, ResidualAdd
+
+
+def _register_residual_add() -> None:
+    """Teach modelopt to quantize ``ResidualAdd``: one quantizer per input (tied later, see merge.py)."""
+    mtq = require("modelopt.torch.quantization")
+    from modelopt.torch.quantization.nn import QuantModuleRegistry, TensorQuantizer
+
+    from ..model.layers import ResidualAdd
+
+    if QuantModuleRegistry.get(ResidualAdd) is not None:
+        return
+
+    class QuantResidualAdd(ResidualAdd):
+        def _setup(self):
+            self.input_quantizer = TensorQuantizer()
+            self.residual_quantizer = TensorQuantizer()
+
+        def forward(self, branch, residual):
+            return self.input_quantizer(branch) + self.residual_quantizer(residual)
+
+    mtq.register(original_cls=ResidualAdd, quantized_cls=QuantResidualAdd)
 
 
 def executed_layers(model, input_hw=(64, 64)) -> list[str]:
@@ -63,7 +88,8 @@ def quant_config(cfg: PtqConfig, layers: list[str], all_layers: list[str]) -> di
                {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": 8, "axis": 0}},
                {"quantizer_name": "*weight_quantizer", "parent_class": "nn.ConvTranspose2d",
                 "cfg": {"num_bits": 8, "axis": 1}},
-               {"quantizer_name": "*input_quantizer", "cfg": activation}]
+               {"quantizer_name": "*input_quantizer", "cfg": activation},
+               {"quantizer_name": "*residual_quantizer", "cfg": activation}]
     float_layers = [name for name in all_layers if name not in layers] + list(cfg.exclude)
     entries += [{"quantizer_name": f"{name}.*", "enable": False} for name in float_layers]
     return {"quant_cfg": entries, "algorithm": None}
@@ -79,6 +105,7 @@ def insert_quantizers(fused_model, cfg: PtqConfig, input_hw=(64, 64)):
         raise ConfigError(f"excluded layers not found among the model's convs: {unknown[:5]} "
                           f"(names look like {layers[0]!r})")
     all_layers = [n for n, m in model.named_modules() if isinstance(m, _quantizable_types())]
+    _register_residual_add()
     mtq.quantize(model, quant_config(cfg, layers, all_layers), forward_loop=None)
     return model
 
@@ -94,21 +121,26 @@ def calibrate(model, batches, cfg: PtqConfig, progress: bool = True):
         for batch in tqdm(batches, desc=f"calibrate ({cfg.calibrator})", unit="batch",
                           disable=not progress or None, leave=False):
             model(torch.from_numpy(batch))
-    for name, quantizer in quantizers(model):
-        if not quantizer.is_enabled:
-            continue
-        if type(quantizer._calibrator).__name__ == "HistogramCalibrator" and cfg.calibrator == "mse":
-            calibrator = quantizer._calibrator
-            quantizer.amax = torch.tensor(mse_amax(calibrator._calib_hist, calibrator._calib_bin_edges))
-        elif type(quantizer._calibrator).__name__ == "HistogramCalibrator":
-            kwargs = {"percentile": cfg.percentile} if cfg.calibrator == "percentile" else {}
-            quantizer.load_calib_amax(cfg.calibrator, **kwargs)
-        else:
-            quantizer.load_calib_amax()
-        quantizer.enable_quant()
-        quantizer.disable_calib()
+    for _, quantizer in quantizers(model):
+        if quantizer.is_enabled:
+            finalize_amax(quantizer, cfg)
+            quantizer.enable_quant()
+            quantizer.disable_calib()
     log.info("calibrated %d quantizers with %s", sum(1 for _, q in quantizers(model) if q.is_enabled), cfg.calibrator)
     return model
+
+
+def finalize_amax(quantizer, cfg: PtqConfig) -> None:
+    """Set ``quantizer.amax`` from the statistics its calibrator collected (kept, so they can be pooled)."""
+    torch = require("torch")
+    calibrator = quantizer._calibrator
+    if type(calibrator).__name__ == "HistogramCalibrator" and cfg.calibrator == "mse":
+        quantizer.amax = torch.tensor(mse_amax(calibrator._calib_hist, calibrator._calib_bin_edges))
+    elif type(calibrator).__name__ == "HistogramCalibrator":
+        kwargs = {"percentile": cfg.percentile} if cfg.calibrator == "percentile" else {}
+        quantizer.load_calib_amax(cfg.calibrator, **kwargs)
+    else:
+        quantizer.load_calib_amax()
 
 
 def mse_amax(hist, bin_edges, num_bits: int = 8, start_bin: int = 128) -> float:
@@ -136,11 +168,11 @@ def quantizers(model):
 
 
 def layer_quantizers(model) -> dict[str, list]:
-    """Quantized layer name -> its enabled input/weight quantizers."""
+    """Quantized layer name -> its enabled input/weight/residual quantizers."""
     layers: dict[str, list] = {}
     for name, quantizer in quantizers(model):
         layer, _, kind = name.rpartition(".")
-        if kind in ("input_quantizer", "weight_quantizer") and quantizer.is_enabled:
+        if kind in QUANTIZER_KINDS and quantizer.is_enabled:
             layers.setdefault(layer, []).append(quantizer)
     return layers
 
@@ -149,7 +181,7 @@ def set_float_layers(model, float_layers) -> None:
     """Turn quantization off for ``float_layers`` and on for every other calibrated layer."""
     for name, quantizer in quantizers(model):
         layer, _, kind = name.rpartition(".")
-        if kind not in ("input_quantizer", "weight_quantizer") or getattr(quantizer, "_amax", None) is None:
+        if kind not in QUANTIZER_KINDS or getattr(quantizer, "_amax", None) is None:
             continue
         if layer in float_layers:
             quantizer.disable_quant()

@@ -2,7 +2,7 @@
 
 Writes into ``out_dir``:
     detector_fp32.onnx       FP32 graph with the candidate head (baseline, ORT input)
-    detector_qdq.onnx        explicit Q/DQ graph for TensorRT (symmetric INT8, merged scales, float layers float)
+    detector_qdq.onnx        explicit Q/DQ graph for TensorRT (symmetric INT8, shared scales, float layers float)
     detector_int8_ort.onnx   ORT QDQ INT8 graph for the CPU flavour (same float layers)
     quantize.json            resolved config, float layers, metrics
 """
@@ -32,10 +32,14 @@ class QuantizeStageConfig:
     val_annotations: str | None = None
     val_limit: int | None = 150
     topk: int = 1000
-    merge_scales: bool = True  # tie scales across Concat/Add/MaxPool/shared inputs (TensorRT fusion)
+    scale_sharing: str = "merge"  # one scale per Concat/Add/MaxPool/shared input (merge.SHARING)
     seed: int = 0
 
     def __post_init__(self):
+        from .merge import SHARING
+
+        if self.scale_sharing not in SHARING:
+            raise ConfigError(f"scale_sharing must be one of {SHARING}, got {self.scale_sharing!r}")
         if self.auto_budget_points is not None and not self.val_annotations:
             raise ConfigError("automatic partial PTQ needs a val set (--val) to measure mAP")
 
@@ -45,6 +49,7 @@ def run_quantize(checkpoint: Path, calib_source: Path, out_dir: Path, cfg: Quant
     from ..export.onnx import export_onnx
     from ..model.checkpoint import load_deploy_model
     from .calibration import load_batches
+    from .merge import merge_scales, tie_scales
     from .ort_int8 import quantize_for_ort
     from .ptq import quantize_ptq, set_float_layers
 
@@ -57,6 +62,8 @@ def run_quantize(checkpoint: Path, calib_source: Path, out_dir: Path, cfg: Quant
     quant = quantize_ptq(model, batches, cfg.ptq, progress)
     report: dict = {"stage": "quantize", "checkpoint": str(checkpoint), "config": asdict(cfg),
                     "input_hw": list(input_hw), "float_layers": list(cfg.ptq.exclude)}
+    if cfg.scale_sharing == "tie":  # before the float layers are chosen: they are judged on the tied model
+        report["scale_groups"] = len(tie_scales(quant, cfg.ptq, input_hw))
     float_layers = list(cfg.ptq.exclude)
     if cfg.float_top_k or cfg.auto_budget_points is not None:
         from ..data import CocoDataset
@@ -77,10 +84,8 @@ def run_quantize(checkpoint: Path, calib_source: Path, out_dir: Path, cfg: Quant
             float_layers = sorted(set(float_layers) | set(top_k(results, cfg.float_top_k)))
         set_float_layers(quant, set(float_layers))
     report["float_layers"] = float_layers
-    if cfg.merge_scales:
-        from .merge import merge_scales
-
-        report["merged_scale_groups"] = len(merge_scales(quant, input_hw))
+    if cfg.scale_sharing == "merge":  # after the float layers: only quantized members set the group's amax
+        report["scale_groups"] = len(merge_scales(quant, input_hw))
     fp32_path = export_onnx(model, out_dir / "detector_fp32.onnx", input_hw, topk=cfg.topk)
     export_onnx(quant, out_dir / "detector_qdq.onnx", input_hw, topk=cfg.topk)
     quantize_for_ort(fp32_path, out_dir / "detector_int8_ort.onnx", batches, float_layers, cfg.ptq.calibrator,
