@@ -15,7 +15,7 @@ DATASET := artifacts/datasets/synthetic
 CALIB ?= $(DATASET)/calib
 SOAK_MINUTES ?= 10
 
-.PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt repopt-report bench-int8 bench-nms \
+.PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt train-repvgg-sgd repopt-report qat-repopt bench-int8 bench-nms \
 	bench-serving bench loadtest soak
 
 help:  ## list targets
@@ -60,8 +60,18 @@ train-repopt: dataset  ## RepOpt demo model: 4-epoch hyper-search for the branch
 		--weight-decay 5e-4 --eval-every 12 --eval-limit 100
 	$(CLI) fuse artifacts/train_repopt/model.pt -o $(REPOPT_MODEL)
 
-repopt-report: dataset  ## RepVGG- vs RepOpt-trained demo model: FP32 mAP, PTQ drop, weight statistics (table + plot)
-	$(CLI) repopt-report --repvgg $(DEMO_MODEL) --repopt $(REPOPT_MODEL) -o artifacts/reports/repopt
+REPVGG_SGD_MODEL ?= models/yolov6n_repvgg_sgd12_synthetic_320.pt
+train-repvgg-sgd: dataset  ## RepOpt's equal-budget baseline: RepVGG blocks, the same 12 epochs of SGD (about 25 min)
+	$(CLI) train --data $(DATASET) -o artifacts/train_repvgg_sgd --size n --img-size 320 --epochs 12 --batch-size 16 \
+		--training-mode repvgg --optimizer sgd --lr 0.02 --weight-decay 5e-4 --eval-every 12 --eval-limit 100
+	$(CLI) fuse artifacts/train_repvgg_sgd/model.pt -o $(REPVGG_SGD_MODEL)
+
+repopt-report: dataset  ## RepVGG- vs RepOpt-trained models (equal budget + the demo model): FP32 mAP, PTQ drop, weight statistics
+	$(CLI) repopt-report --model "RepVGG SGD 12ep=$(REPVGG_SGD_MODEL)" --model "RepOpt SGD 12ep=$(REPOPT_MODEL)" \
+		--model "RepVGG AdamW 22ep (demo)=$(DEMO_MODEL)" -o artifacts/reports/repopt
+
+qat-repopt: dataset  ## the QAT table (FP32/PTQ/partial/QAT/QAT+CWD/ORT) for the RepOpt model
+	$(CLI) qat $(REPOPT_MODEL) -o artifacts/reports/qat_repopt
 
 scale-report: dataset  ## mAP and lint findings of per-branch, merged and tied INT8 scales on the demo model
 	$(CLI) scale-report $(DEMO_MODEL) -o artifacts/reports/scale_sharing

@@ -236,11 +236,25 @@ def cmd_qat(args) -> int:
     return 0 if report else 1
 
 
+# the equal-budget pair (both 12 epochs of SGD, lr 0.02) and the longer-trained AdamW demo model
+DEFAULT_REPOPT_COMPARISON = (("RepVGG SGD 12ep", "models/yolov6n_repvgg_sgd12_synthetic_320.pt"),
+                             ("RepOpt SGD 12ep", "models/yolov6n_repopt_synthetic_320.pt"),
+                             ("RepVGG AdamW 22ep (demo)", "models/yolov6n_synthetic_320.pt"))
+
+
+def _labelled_path(text: str) -> tuple[str, str]:
+    label, sep, path = text.partition("=")
+    if not sep or not label or not path:
+        raise argparse.ArgumentTypeError(f"expected LABEL=CHECKPOINT, got {text!r}")
+    return label, path
+
+
 def cmd_repopt_report(args) -> int:
     from .reports.repopt import repopt_report
 
-    repopt_report({"RepVGG": args.repvgg, "RepOpt": args.repopt}, args.val_annotations, args.calib, args.output,
-                  val_limit=args.limit)
+    models = dict(args.model or DEFAULT_REPOPT_COMPARISON)
+    repopt_report({label: Path(path) for label, path in models.items()}, args.val_annotations, args.calib,
+                  args.output, val_limit=args.limit)
     print((args.output / "repopt.md").read_text())
     return 0
 
@@ -528,8 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_qat)
 
     p = sub.add_parser("repopt-report", help="RepVGG vs RepOpt model: FP32 mAP, PTQ drop, weight-range statistics")
-    p.add_argument("--repvgg", type=Path, default=Path("models/yolov6n_synthetic_320.pt"))
-    p.add_argument("--repopt", type=Path, default=Path("models/yolov6n_repopt_synthetic_320.pt"))
+    p.add_argument("--model", type=_labelled_path, action="append", metavar="LABEL=CHECKPOINT",
+                   help="a model to compare (repeat); default: "
+                        + ", ".join(f"{label}={path}" for label, path in DEFAULT_REPOPT_COMPARISON))
     p.add_argument("--val-annotations", type=Path, default=VAL_ANNOTATIONS)
     p.add_argument("--calib", type=Path, default=CALIB_DIR)
     p.add_argument("--limit", type=int, default=None, help="first N val images only")

@@ -124,3 +124,23 @@ def test_weight_stats_see_the_outliers_a_merged_identity_makes():
     assert ratio(merged) > 2 * ratio(plain)  # identity 1s on the centre diagonal vs Kaiming-only kernels
     w = np.random.default_rng(0).normal(size=(8, 4, 3, 3)) * np.arange(1, 9)[:, None, None, None]
     assert _int8_snr_db(w, (1, 2, 3)) > _int8_snr_db(w, None) > 20
+
+
+def test_repopt_model_takes_the_same_int8_path(tmp_path):
+    """PTQ (tied scales, residual adds of m included), a clean Q/DQ lint, and the ORT INT8 artifact."""
+    from yolov6_build.export.lint import lint_qdq
+    from yolov6_build.export.onnx import export_onnx
+    from yolov6_build.quantize.merge import share_scales
+    from yolov6_build.quantize.ort_int8 import conv_count, quantize_for_ort
+    from yolov6_build.quantize.ptq import PtqConfig, quantize_ptq
+
+    torch.manual_seed(3)
+    model = fuse_for_deploy(build_model(ModelSpec("m", 8, training_mode="repopt")))
+    hw, cfg = (64, 64), PtqConfig("percentile")
+    batches = [np.random.default_rng(3).random((2, 3, *hw), dtype=np.float32)]
+    quant = quantize_ptq(model, batches, cfg, progress=False)
+    assert share_scales(quant, "tie", cfg, hw)
+    assert lint_qdq(export_onnx(quant, tmp_path / "qdq.onnx", hw)) == []
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx", hw)
+    quantized, float_convs = conv_count(quantize_for_ort(fp32, tmp_path / "int8.onnx", batches))
+    assert quantized > 0 and float_convs <= 3  # the head's DFL-free 1x1 outputs may stay float

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def _summary(rows: list[dict]) -> dict:
 
 def repopt_report(checkpoints: dict[str, Path], val_annotations: Path, calib_source: Path, out_dir: Path,
                   calib_images: int = 128, val_limit: int | None = None) -> dict:
-    """``checkpoints``: {'RepVGG': path, 'RepOpt': path}; same val set, calibration and evaluator."""
+    """``checkpoints``: {label: path}; same val set, calibration and evaluator for each."""
     from ..data import CocoDataset
     from ..evaluate import EvalSettings, evaluate, map_evaluator, onnx_runner
     from ..export.onnx import export_onnx
@@ -73,8 +74,9 @@ def repopt_report(checkpoints: dict[str, Path], val_annotations: Path, calib_sou
         batches = load_batches(calib_source, hw, calib_images, 16, progress=False)
         ptq = quantize_ptq(model, batches, PtqConfig("max"), progress=False)
         merge_scales(ptq, hw)
-        fp32_onnx = export_onnx(model, out / f"{label.lower()}_fp32.onnx", hw, topk=1000)
-        ort_int8 = quantize_for_ort(fp32_onnx, out / f"{label.lower()}_int8_ort.onnx", batches, [], "max")
+        slug = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+        fp32_onnx = export_onnx(model, out / f"{slug}_fp32.onnx", hw, topk=1000)
+        ort_int8 = quantize_for_ort(fp32_onnx, out / f"{slug}_int8_ort.onnx", batches, [], "max")
         rows = weight_stats(model)
         entry = {"checkpoint": str(checkpoint), "training_mode": info.training_mode, "fp32": torch_map(model),
                  "ptq": torch_map(ptq),
