@@ -278,7 +278,8 @@ def cmd_lint_qdq(args) -> int:
 
 
 def cmd_build_engine(args) -> int:
-    from .engine.trt import EngineConfig, benchmark_plan, build_engine, tensorrt_available
+    from .engine.trt import (EngineConfig, benchmark_plan, build_engine, compare_engines, engines_markdown,
+                             tensorrt_available)
 
     if not tensorrt_available():
         raise BuildError("TensorRT and a GPU are needed to build a plan: run it in the build container "
@@ -286,6 +287,10 @@ def cmd_build_engine(args) -> int:
     cfg = EngineConfig(precision=args.precision, input_hw=args.img_size, max_batch_size=args.max_batch_size,
                        workspace_mib=args.workspace_mib, timing_cache=str(args.timing_cache),
                        strongly_typed=args.strongly_typed)
+    if args.compare_fp16:
+        report = compare_engines(args.onnx, args.compare_fp16, args.output, args.report_dir, cfg)
+        print(engines_markdown(report))
+        return 0
     plan = build_engine(args.onnx, args.output, cfg)
     if args.benchmark:
         for batch in sorted({1, args.max_batch_size}):
@@ -569,6 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-cache", type=Path, default=Path("artifacts/engines/timing.cache"))
     p.add_argument("--strongly-typed", action="store_true", help="strongly typed network (TensorRT >= 10)")
     p.add_argument("--benchmark", action="store_true", help="measure the plan with trtexec after building")
+    p.add_argument("--compare-fp16", type=Path, default=None, metavar="FP32_ONNX",
+                   help="also build the FP16 baseline from this FP32 graph and benchmark both (INT8/FP16 table "
+                        "in --report-dir)")
+    p.add_argument("--report-dir", type=Path, default=Path("artifacts/engines"),
+                   help="with --compare-fp16: the FP16 plan and engines.{json,md} (default artifacts/engines)")
     p.set_defaults(func=cmd_build_engine)
 
     p = sub.add_parser("bench-nms", help="milliseconds per image of the NMS step (random worst case, real candidates)")

@@ -54,3 +54,15 @@ def test_build_int8_plan_from_qdq_graph(tmp_path):
                                                                            timing_cache=None))
     report = (tmp_path / "model.layers.json").read_text()
     assert plan.stat().st_size > 0 and "int8" in report
+
+
+def test_engine_table_reports_the_int8_to_fp16_ratio_per_batch():
+    from yolov6_build.engine.trt import engines_markdown
+
+    def engine(rates):
+        return {"layers": 80, "reformat_layers": 0, "precisions": {"int8": 70},
+                "runs": [{"batch": b, "images_per_s": r, "latency_mean_ms": 1.0} for b, r in rates]}
+
+    table = engines_markdown({"input_hw": [640, 640], "engines": {"int8": engine([(1, 300.0), (8, 1400.0)]),
+                                                                  "fp16": engine([(1, 250.0), (8, 1000.0)])}})
+    assert "batch 1: **1.20x**" in table and "batch 8: **1.40x**" in table

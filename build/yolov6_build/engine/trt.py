@@ -153,3 +153,47 @@ def parse_trtexec(text: str, batch: int) -> dict:
         result.update(latency_mean_ms=float(latency.group(3)), latency_p50_ms=float(latency.group(4)),
                       latency_p99_ms=float(latency.group(7)))
     return result
+
+
+def compare_engines(qdq_onnx: str | Path, fp32_onnx: str | Path, int8_plan: str | Path, out_dir: str | Path,
+                    cfg: EngineConfig = EngineConfig(), seconds: int = 10) -> dict:
+    """Build the INT8 plan (at ``int8_plan``) and its FP16 baseline (in ``out_dir``) with the same
+    profile, benchmark both and write ``engines.{json,md}`` into ``out_dir``.
+
+    The ratio is measured in one run on one GPU (plans and timings do not transfer across GPUs).
+    """
+    from dataclasses import replace
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plans = {"int8": build_engine(qdq_onnx, int8_plan, replace(cfg, precision="int8")),
+             "fp16": build_engine(fp32_onnx, out / "fp16.plan", replace(cfg, precision="fp16"))}
+    report: dict = {"input_hw": list(cfg.input_hw), "engines": {}}
+    for precision, plan in plans.items():
+        layers = json.loads(plan.with_suffix(".layers.json").read_text())
+        runs = [benchmark_plan(plan, batch, cfg.input_hw, seconds) for batch in sorted({1, cfg.max_batch_size})]
+        report["engines"][precision] = {"plan": str(plan), "layers": layers["layers"],
+                                        "reformat_layers": layers["reformat_layers"],
+                                        "precisions": layers["precisions"], "runs": runs}
+    (out / "engines.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "engines.md").write_text(engines_markdown(report))
+    return report
+
+
+def engines_markdown(report: dict) -> str:
+    """Side-by-side table of the INT8 and FP16 plans: structure, throughput per batch, INT8/FP16 ratio."""
+    engines = report["engines"]
+    h, w = report["input_hw"]
+    lines = [f"# TensorRT plans at {h}x{w}", "", "| plan | layers | reformat layers | output precisions | "
+             "batch | images/s | mean latency ms | p99 ms |", "|---|---|---|---|---|---|---|---|"]
+    for precision, engine in engines.items():
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(engine["precisions"].items()))
+        for run in engine["runs"]:
+            lines.append(f"| {precision} | {engine['layers']} | {engine['reformat_layers']} | {kinds} | {run['batch']} | "
+                         f"{run['images_per_s']:.1f} | {run.get('latency_mean_ms', '-')} | "
+                         f"{run.get('latency_p99_ms', '-')} |")
+    if {"int8", "fp16"} <= set(engines):
+        for int8_run, fp16_run in zip(engines["int8"]["runs"], engines["fp16"]["runs"]):
+            lines.append(f"\nINT8/FP16 at batch {int8_run['batch']}: "
+                         f"**{int8_run['images_per_s'] / fp16_run['images_per_s']:.2f}x**")
+    return "\n".join(lines) + "\n"
