@@ -32,6 +32,8 @@ def test_engine_config_validates():
     assert EngineConfig().precision == "int8" and TRITON_RELEASE
     with pytest.raises(Exception, match="precision"):
         EngineConfig(precision="fp8")
+    with pytest.raises(Exception, match="FP16 builder flag"):
+        EngineConfig(precision="fp16", strongly_typed=True)
 
 
 @pytest.mark.trt

@@ -44,6 +44,9 @@ class EngineConfig:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.max_batch_size < 1:
             raise ConfigError("max_batch_size must be >= 1")
+        if self.strongly_typed and self.precision == "fp16":
+            raise ConfigError("a strongly typed network runs the graph's own types: the FP16 baseline needs the "
+                              "FP16 builder flag (build it without strongly_typed)")
 
 
 def tensorrt_available() -> bool:
@@ -167,7 +170,7 @@ def compare_engines(qdq_onnx: str | Path, fp32_onnx: str | Path, int8_plan: str 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plans = {"int8": build_engine(qdq_onnx, int8_plan, replace(cfg, precision="int8")),
-             "fp16": build_engine(fp32_onnx, out / "fp16.plan", replace(cfg, precision="fp16"))}
+             "fp16": build_engine(fp32_onnx, out / "fp16.plan", replace(cfg, precision="fp16", strongly_typed=False))}
     report: dict = {"input_hw": list(cfg.input_hw), "engines": {}}
     for precision, plan in plans.items():
         layers = json.loads(plan.with_suffix(".layers.json").read_text())
