@@ -134,7 +134,8 @@ def cmd_train(args) -> int:
                       input_hw=args.img_size, epochs=args.epochs, batch_size=args.batch_size,
                       optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, eval_every=args.eval_every,
                       eval_limit=args.eval_limit, workers=args.workers, seed=args.seed, max_iters=args.max_iters,
-                      training_mode=args.training_mode, repopt_scales=str(args.scales) if args.scales else None)
+                      training_mode=args.training_mode, repopt_scales=str(args.scales) if args.scales else None,
+                      scale_lr_mult=args.scale_lr_mult)
     final = train(cfg)
     log.info("trained model written to %s", final)
     return 0
@@ -479,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repvgg (branches, merged at deploy); hyper_search (learn RepOpt scales); repopt (plain "
                         "blocks + RepOpt SGD, needs --scales)")
     p.add_argument("--scales", type=Path, default=None, help="hyper-search model.pt (for --training-mode repopt)")
+    p.add_argument("--scale-lr-mult", type=float, default=1.0,
+                   help="hyper_search: learning-rate multiplier of the branch scales (default 1)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("quantize", help="PTQ: write Q/DQ (TensorRT) and ORT INT8 detector graphs, partial PTQ")

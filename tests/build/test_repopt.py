@@ -144,3 +144,16 @@ def test_repopt_model_takes_the_same_int8_path(tmp_path):
     fp32 = export_onnx(model, tmp_path / "fp32.onnx", hw)
     quantized, float_convs = conv_count(quantize_for_ort(fp32, tmp_path / "int8.onnx", batches))
     assert quantized > 100 and float_convs == 0
+
+
+def test_branch_scales_get_their_own_learning_rate_and_no_decay():
+    from yolov6_build.train.loop import _param_groups
+
+    model = build_model(ModelSpec("n", 8, training_mode="hyper_search"))
+    groups = _param_groups(model, weight_decay=5e-4, scale_lr_mult=30.0)
+    scales = [p for m in model.modules() if isinstance(m, LinearAddBlock)
+              for n, p in m.named_parameters(recurse=False) if n.startswith("scale_")]
+    assert {id(p) for p in groups[-1]["params"]} == {id(p) for p in scales}
+    assert groups[-1]["lr_mult"] == 30.0 and groups[-1]["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == sum(1 for p in model.parameters() if p.requires_grad)
+    assert len(_param_groups(build_model(ModelSpec("n", 8)), 5e-4)) == 2  # RepVGG: no scale group

@@ -39,6 +39,7 @@ class TrainConfig:
     init_checkpoint: str | None = None  # start from these weights instead of scratch
     training_mode: str = "repvgg"  # or 'hyper_search' / 'repopt' (train/repopt.py)
     repopt_scales: str | None = None  # hyper-search checkpoint, for training_mode 'repopt'
+    scale_lr_mult: float = 1.0  # hyper_search: lr multiplier of the branch scales (a short search moves them little)
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
@@ -73,13 +74,24 @@ class ModelEMA:
                     value.copy_(source[name])
 
 
-def _param_groups(model, weight_decay: float):
-    decay, no_decay = [], []
+def _param_groups(model, weight_decay: float, scale_lr_mult: float = 1.0):
+    """Weights with decay; biases and norms without; RepOpt branch scales without, at their own lr."""
+    from ..model.layers import LinearAddBlock
+
+    scales = {id(p) for m in model.modules() if isinstance(m, LinearAddBlock)
+              for n, p in m.named_parameters(recurse=False) if n.startswith("scale_")}
+    decay, no_decay, branch_scales = [], [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if id(param) in scales:
+            branch_scales.append(param)
+        else:
+            (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if branch_scales:
+        groups.append({"params": branch_scales, "weight_decay": 0.0, "lr_mult": scale_lr_mult})
+    return groups
 
 
 def _lr_at(cfg: TrainConfig, iteration: int, total: int) -> float:
@@ -119,9 +131,9 @@ def train(cfg: TrainConfig) -> Path:
         optimizer = repopt_optimizer(model, scales, _param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                      momentum=cfg.momentum, nesterov=True)
     elif cfg.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.momentum, 0.999))
+        optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay, cfg.scale_lr_mult), lr=cfg.lr, betas=(cfg.momentum, 0.999))
     else:
-        optimizer = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
+        optimizer = torch.optim.SGD(_param_groups(model, cfg.weight_decay, cfg.scale_lr_mult), lr=cfg.lr, momentum=cfg.momentum,
                                     nesterov=True)
     criterion = DetectionLoss(model.detect)
     dataset = TrainDataset(train_set, cfg.input_hw, augment=True, seed=cfg.seed)
@@ -150,7 +162,7 @@ def train(cfg: TrainConfig) -> Path:
         running = {}
         for images, targets, mask in bar:
             for group in optimizer.param_groups:
-                group["lr"] = _lr_at(cfg, iteration, total_iters)
+                group["lr"] = _lr_at(cfg, iteration, total_iters) * group.get("lr_mult", 1.0)
             loss, parts = criterion(model(images), targets, mask)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
