@@ -52,9 +52,10 @@ train-demo: dataset  ## train the demo YOLOv6-n at 320 on CPU (about 45 min on 2
 	$(CLI) fuse artifacts/train_demo/model.pt -o $(DEMO_MODEL)
 
 REPOPT_MODEL ?= models/yolov6n_repopt_synthetic_320.pt
-train-repopt: dataset  ## RepOpt demo model: 4-epoch hyper-search for the branch scales, then 12 epochs of RepOpt SGD (about 25 min; resumable)
+train-repopt: dataset  ## RepOpt demo model: 4-epoch hyper-search for the branch scales (their lr x30), then 12 epochs of RepOpt SGD (about 25 min; resumable)
 	$(CLI) train --data $(DATASET) -o artifacts/train_repopt_hs --size n --img-size 320 --epochs 4 --batch-size 16 \
-		--training-mode hyper_search --optimizer sgd --lr 0.02 --weight-decay 5e-4 --eval-every 4 --eval-limit 100
+		--training-mode hyper_search --optimizer sgd --lr 0.02 --weight-decay 5e-4 --eval-every 4 --eval-limit 100 \
+		--scale-lr-mult 30
 	$(CLI) train --data $(DATASET) -o artifacts/train_repopt --size n --img-size 320 --epochs 12 --batch-size 16 \
 		--training-mode repopt --scales artifacts/train_repopt_hs/model.pt --optimizer sgd --lr 0.02 \
 		--weight-decay 5e-4 --eval-every 12 --eval-limit 100
