@@ -68,8 +68,7 @@ train-repvgg-sgd: dataset  ## RepOpt's equal-budget baseline: RepVGG blocks, the
 	$(CLI) fuse artifacts/train_repvgg_sgd/model.pt -o $(REPVGG_SGD_MODEL)
 
 repopt-report: dataset  ## RepVGG- vs RepOpt-trained models (equal budget + the demo model): FP32 mAP, PTQ drop, weight statistics
-	$(CLI) repopt-report --model "RepVGG SGD 12ep=$(REPVGG_SGD_MODEL)" --model "RepOpt SGD 12ep=$(REPOPT_MODEL)" \
-		--model "RepVGG AdamW 22ep (demo)=$(DEMO_MODEL)" -o artifacts/reports/repopt
+	$(CLI) repopt-report -o artifacts/reports/repopt  # models: the equal-budget pair + the demo model (see --help)
 
 qat-repopt: dataset  ## the QAT table (FP32/PTQ/partial/QAT/QAT+CWD/ORT) for the RepOpt model
 	$(CLI) qat $(REPOPT_MODEL) -o artifacts/reports/qat_repopt

@@ -162,7 +162,9 @@ def cmd_eval(args) -> int:
 
 
 def _add_scale_sharing(parser) -> None:
-    parser.add_argument("--scale-sharing", choices=("merge", "tie", "none"), default="merge",
+    from .quantize.merge import SHARING
+
+    parser.add_argument("--scale-sharing", choices=SHARING, default="merge",
                         help="one scale per Concat/Add/MaxPool/shared input for TensorRT: merge = largest of the "
                              "per-quantizer scales (default), tie = calibrate each group on its pooled statistics, "
                              "none = per-branch scales (TensorRT reformats)")

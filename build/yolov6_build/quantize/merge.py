@@ -17,6 +17,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from ..errors import ConfigError
+
 log = logging.getLogger(__name__)
 SHARING = ("merge", "tie", "none")
 
@@ -115,7 +117,7 @@ def pooled_histogram(histograms) -> tuple:
 def share_scales(quant_model, sharing: str, ptq_cfg, input_hw=(64, 64)) -> list[list[str]]:
     """Apply one of ``SHARING`` to a calibrated model, in place; returns the groups ([] for 'none')."""
     if sharing not in SHARING:
-        raise ValueError(f"scale sharing must be one of {SHARING}, got {sharing!r}")
+        raise ConfigError(f"scale sharing must be one of {SHARING}, got {sharing!r}")
     if sharing == "none":
         return []
     return merge_scales(quant_model, input_hw) if sharing == "merge" else tie_scales(quant_model, ptq_cfg, input_hw)
