@@ -170,6 +170,16 @@ def _add_scale_sharing(parser) -> None:
                              "none = per-branch scales (TensorRT reformats)")
 
 
+def _add_report_inputs(parser, output: Path) -> None:
+    """Checkpoint, val set, calibration images and output folder of the PTQ accuracy reports."""
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--val", type=Path, default=VAL_ANNOTATIONS)
+    parser.add_argument("--calib", type=Path, default=CALIB_DIR)
+    parser.add_argument("--calib-images", type=int, default=128)
+    parser.add_argument("--val-limit", type=int, default=None, help="first N val images (default all)")
+    parser.add_argument("-o", "--output", type=Path, default=output)
+
+
 def _ptq_config(args):
     from .quantize.ptq import PtqConfig
 
@@ -515,23 +525,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sensitivity)
 
     p = sub.add_parser("quant-report", help="mAP table: FP32, PTQ per calibrator, partial PTQ, stock ORT path")
-    p.add_argument("checkpoint", type=Path)
-    p.add_argument("--val", type=Path, default=VAL_ANNOTATIONS)
-    p.add_argument("--calib", type=Path, default=CALIB_DIR)
-    p.add_argument("--calib-images", type=int, default=128)
+    _add_report_inputs(p, Path("artifacts/reports/quantization"))
     p.add_argument("--budget", type=float, default=0.3, help="partial PTQ mAP budget in points (default 0.3)")
-    p.add_argument("--val-limit", type=int, default=None, help="first N val images (default all)")
-    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/quantization"))
     p.set_defaults(func=cmd_quant_report)
 
     p = sub.add_parser("scale-report", help="mAP and lint findings of per-branch, merged and tied INT8 scales")
-    p.add_argument("checkpoint", type=Path)
-    p.add_argument("--val", type=Path, default=VAL_ANNOTATIONS)
-    p.add_argument("--calib", type=Path, default=CALIB_DIR)
-    p.add_argument("--calib-images", type=int, default=128)
+    _add_report_inputs(p, Path("artifacts/reports/scale_sharing"))
     p.add_argument("--calibrators", nargs="+", choices=CALIBRATOR_CHOICES, default=["max", "percentile", "mse"])
-    p.add_argument("--val-limit", type=int, default=None, help="first N val images (default all)")
-    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/scale_sharing"))
     p.set_defaults(func=cmd_scale_report)
 
     p = sub.add_parser("qat", help="QAT (+ channel-wise distillation) from the PTQ model: mAP table and exports")
