@@ -86,6 +86,10 @@ class QdqGraph:
                 found.extend(self._quantizing_readers(node.output[0]))
         return found
 
+    def merge_op_tensors(self, node) -> list[str]:
+        """The activation inputs and the outputs of a Concat/Add/MaxPool (constants left out)."""
+        return [t for t in node.input if t not in self.constants] + list(node.output)
+
     def is_dequantized(self, tensor: str) -> bool:
         """Whether ``tensor`` is a DequantizeLinear output (looking through pass-through nodes)."""
         producer = self.producer.get(tensor)
@@ -117,8 +121,7 @@ class QdqGraph:
         by_name = {}
         for node in self.nodes:
             if node.op_type in MERGE_OPS:
-                tensors = [t for t in node.input if t not in self.constants] + list(node.output)
-                members = [q for t in tensors for q in self.scale_sources(t)]
+                members = [q for t in self.merge_op_tensors(node) for q in self.scale_sources(t)]
             elif self.is_activation_q(node):
                 members = self.scale_sources(node.input[0])
             else:
@@ -150,8 +153,7 @@ def lint_qdq(path_or_proto, float_layers=()) -> list[Finding]:
 
 def _merge_op_findings(g: QdqGraph, node) -> list[Finding]:
     findings = []
-    tensors = [t for t in node.input if t not in g.constants] + list(node.output)
-    scales = sorted({round(g.scale(q), 9) for t in tensors for q in g.scale_sources(t)})
+    scales = sorted({round(g.scale(q), 9) for t in g.merge_op_tensors(node) for q in g.scale_sources(t)})
     if len(scales) > 1:
         findings.append(Finding("mixed-scales", node.name, f"scales {scales[:4]}"))
     if node.op_type == "Add" and g.feeds_quantizer(node.output[0]) and \

@@ -127,14 +127,13 @@ def train(cfg: TrainConfig) -> Path:
         scales = scales_from_checkpoint(cfg.repopt_scales)
         initialize_from_scales(model, scales, cfg.seed)
     ema = ModelEMA(model, cfg.ema_decay)
+    groups = _param_groups(model, cfg.weight_decay, cfg.scale_lr_mult)
     if cfg.training_mode == "repopt":
-        optimizer = repopt_optimizer(model, scales, _param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                     momentum=cfg.momentum, nesterov=True)
+        optimizer = repopt_optimizer(model, scales, groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     elif cfg.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay, cfg.scale_lr_mult), lr=cfg.lr, betas=(cfg.momentum, 0.999))
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
     else:
-        optimizer = torch.optim.SGD(_param_groups(model, cfg.weight_decay, cfg.scale_lr_mult), lr=cfg.lr, momentum=cfg.momentum,
-                                    nesterov=True)
+        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     criterion = DetectionLoss(model.detect)
     dataset = TrainDataset(train_set, cfg.input_hw, augment=True, seed=cfg.seed)
     start_epoch, best, history = 0, -1.0, []
