@@ -17,6 +17,7 @@ from .repository import RepositoryConfig, check_ensemble_wiring, parse_repositor
 log = logging.getLogger(__name__)
 
 WARMUP_JPEG = Path(__file__).parent / "assets" / "warmup.jpg"
+ENGINE_ONNX_DIR = "onnx"  # <repo>/yolov6_detector/onnx/: not a version folder, so Triton ignores it
 
 
 def sha256(path: Path) -> str:
@@ -73,12 +74,11 @@ def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", dete
         from .dali.pipeline import serialize_gpu_pipeline
 
         dali_file = serialize_gpu_pipeline(out_dir / c.DALI_MODEL / "1" / "model.dali", cfg.input_hw,
-                                           cfg.max_batch_size)
-        onnx_file = Path(detector_onnx) if detector_onnx else export_onnx(
-            model, out_dir.parent / f"{out_dir.name}_detector.onnx", cfg.input_hw, topk=cfg.topk)
-        artifacts = [dali_file, onnx_file]
-        log.info("gpu flavour: build %s/model.plan from %s with `python -m yolov6_build build-engine` "
-                 "on the GPU host (docker compose run build)", version_dir, onnx_file)
+                                           cfg.max_batch_size, cfg.dali_threads)
+        engine = _engine_inputs(out_dir, model, cfg, detector_onnx)
+        artifacts = [dali_file, *(out_dir / engine[k] for k in ("onnx", "fp16_baseline_onnx"))]
+        log.info("gpu flavour: build %s/model.plan on the GPU host: docker compose -f docker/docker-compose.yml "
+                 "run --rm engine %s", version_dir, out_dir)
     manifest = {
         "stage": "build-repo",
         "checkpoint": {"path": str(checkpoint), "sha256": sha256(Path(checkpoint)), "size": info.size,
@@ -87,12 +87,32 @@ def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", dete
         "artifacts": {str(p): sha256(p) for p in artifacts},
         "detector": "fp32" if detector_onnx is None else str(detector_onnx),
         "quantize": quantize_report,
+        **({"engine": engine} if flavour == "gpu" else {}),
         "seconds": round(time.monotonic() - started, 2),
     }
     manifest_path = out_dir / "manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("built %s repository in %s (%.1fs)", flavour, out_dir, manifest["seconds"])
     return manifest_path
+
+
+def _engine_inputs(out_dir: Path, model, cfg: RepositoryConfig, detector_onnx: Path | None) -> dict:
+    """Place the graphs TensorRT builds from inside the repository; the manifest's ``engine`` section.
+
+    Paths are relative to the repository, so the TensorRT container finds them wherever it mounts it.
+    """
+    from .export.onnx import export_onnx
+
+    folder = out_dir / c.DETECTOR_MODEL / ENGINE_ONNX_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32 = export_onnx(model, folder / "detector_fp32.onnx", cfg.input_hw, topk=cfg.topk)
+    if detector_onnx is not None:
+        (folder / "detector_qdq.onnx").write_bytes(Path(detector_onnx).read_bytes())
+    source = folder / ("detector_qdq.onnx" if detector_onnx is not None else "detector_fp32.onnx")
+    return {"onnx": source.relative_to(out_dir).as_posix(),
+            "precision": "int8" if detector_onnx is not None else "fp16",
+            "fp16_baseline_onnx": fp32.relative_to(out_dir).as_posix(), "plan": f"{c.DETECTOR_MODEL}/1/model.plan",
+            "input_hw": list(cfg.input_hw), "max_batch_size": cfg.max_batch_size}
 
 
 def read_manifest(repository: Path) -> dict:

@@ -290,27 +290,6 @@ def cmd_lint_qdq(args) -> int:
     return 1 if findings else 0
 
 
-def cmd_build_engine(args) -> int:
-    from .engine.trt import (EngineConfig, benchmark_plan, build_engine, compare_engines, engines_markdown,
-                             tensorrt_available)
-
-    if not tensorrt_available():
-        raise BuildError("TensorRT and a GPU are needed to build a plan: run it in the build container "
-                         "(docker compose -f docker/docker-compose.yml run build ...)")
-    cfg = EngineConfig(precision=args.precision, input_hw=args.img_size, max_batch_size=args.max_batch_size,
-                       workspace_mib=args.workspace_mib, timing_cache=str(args.timing_cache),
-                       strongly_typed=args.strongly_typed)
-    if args.compare_fp16:
-        report = compare_engines(args.onnx, args.compare_fp16, args.output, args.report_dir, cfg)
-        print(engines_markdown(report))
-        return 0
-    plan = build_engine(args.onnx, args.output, cfg)
-    if args.benchmark:
-        for batch in sorted({1, args.max_batch_size}):
-            print(json.dumps(benchmark_plan(plan, batch, args.img_size)))
-    return 0
-
-
 def cmd_bench_nms(args) -> int:
     from .reports.bench_nms import bench_nms
     from .demo import sample_images
@@ -569,22 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/bench_int8"))
     p.set_defaults(func=cmd_bench_int8)
 
-    p = sub.add_parser("build-engine", help="TensorRT plan from a Q/DQ (INT8) or FP32 (FP16 baseline) ONNX; GPU host")
-    p.add_argument("onnx", type=Path, help="detector_qdq.onnx (INT8) or detector_fp32.onnx (FP16 baseline)")
-    p.add_argument("-o", "--output", type=Path, default=Path("model_repository/gpu/yolov6_detector/1/model.plan"))
-    p.add_argument("--precision", choices=("int8", "fp16"), default="int8")
-    p.add_argument("--img-size", type=_hw, default=(640, 640))
-    p.add_argument("--max-batch-size", type=int, default=8, help="dynamic batch profile 1..N (default 8)")
-    p.add_argument("--workspace-mib", type=int, default=4096)
-    p.add_argument("--timing-cache", type=Path, default=Path("artifacts/engines/timing.cache"))
-    p.add_argument("--strongly-typed", action="store_true", help="strongly typed network (TensorRT >= 10)")
-    p.add_argument("--benchmark", action="store_true", help="measure the plan with trtexec after building")
-    p.add_argument("--compare-fp16", type=Path, default=None, metavar="FP32_ONNX",
-                   help="also build the FP16 baseline from this FP32 graph and benchmark both (INT8/FP16 table "
-                        "in --report-dir)")
-    p.add_argument("--report-dir", type=Path, default=Path("artifacts/engines"),
-                   help="with --compare-fp16: the FP16 plan and engines.{json,md} (default artifacts/engines)")
-    p.set_defaults(func=cmd_build_engine)
+    from .engine import cli as engine_cli
+
+    p = sub.add_parser("build-engine", help="TensorRT plan of a gpu repository (its manifest sets size, batch, "
+                       "precision); runs in the TensorRT container")
+    engine_cli.add_arguments(p)
+    p.set_defaults(func=engine_cli.run)
 
     p = sub.add_parser("bench-nms", help="milliseconds per image of the NMS step (random worst case, real candidates)")
     p.add_argument("--detector-onnx", type=Path, default=None, help="detector graph for real candidates")

@@ -13,6 +13,8 @@ ONNX_OPSET = 17
 
 # Preprocess (DALI): encoded image bytes in, network input and letterbox geometry out
 PREPROCESS_INPUT = "image"  # uint8 [L] encoded JPEG/PNG bytes, one image per batch item
+# DALI model only: int32 [1] bytes of each ``image`` row that are the image (a batch pads rows to one length)
+PREPROCESS_INPUT_BYTES = "image_bytes"
 PREPROCESS_LETTERBOX = "letterbox"  # float32 [6]: src_h, src_w, new_h, new_w, pad_top, pad_left
 
 # Detector graph with candidate selection inside (what crosses to NMS is top-k, not N x (5+nc))

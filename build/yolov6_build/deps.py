@@ -12,7 +12,7 @@ _INSTALL_HINTS = {
     "torch": "run `make setup` (installs the CPU torch wheel)",
     "onnx": "run `make setup`",
     "onnxruntime": "run `make setup`",
-    "nvidia.dali": "pip install nvidia-dali-cuda120",
+    "nvidia.dali": "run `make setup` (installs the pinned DALI wheel)",
     "tritonclient": "pip install 'tritonclient[grpc,http]'",
     "tensorrt": "TensorRT is only available in the NGC build container (docker compose run build)",
     "modelopt": "pip install nvidia-modelopt requests huggingface_hub",

@@ -24,6 +24,7 @@ from .errors import ConfigError
 FLAVOURS = ("cpu", "gpu")
 WARMUP_FILE = "warmup_image.jpg"
 WARMUP_LETTERBOX_FILE = "letterbox.bin"  # raw float32 [6] of a valid letterbox (zeros are not one)
+WARMUP_BYTES_FILE = "image_bytes.bin"  # raw int32 [1]: the warm-up JPEG's length (the DALI model's second input)
 _MODELS_DIR = Path(__file__).parent / "triton_models"
 
 
@@ -44,7 +45,7 @@ class RepositoryConfig:
     iou_threshold: float = c.SERVE_IOU_THRESHOLD
     max_detections: int = c.SERVE_MAX_DETECTIONS
     intra_op_threads: int = 0  # ORT threads per detector instance; 0 = all cores
-    dali_threads: int = 2
+    dali_threads: int = 2  # CPU threads of the DALI pipeline (both flavours)
 
     def __post_init__(self):
         if self.flavour not in FLAVOURS:
@@ -117,9 +118,13 @@ def _preprocess_outputs(cfg: RepositoryConfig) -> list[str]:
             _tensor(c.PREPROCESS_LETTERBOX, "TYPE_FP32", [6])]
 
 
-def _jpeg_warmup(input_name: str, warmup_bytes: int) -> str:
-    return (f'model_warmup [ {{ name: "jpeg" batch_size: 1 inputs {{ key: "{input_name}" value: '
-            f'{{ data_type: TYPE_UINT8 dims: [ {warmup_bytes} ] input_data_file: "{WARMUP_FILE}" }} }} }} ]\n')
+def _jpeg_warmup(input_name: str, warmup_bytes: int, length_input: str | None = None) -> str:
+    inputs = (f'inputs {{ key: "{input_name}" value: {{ data_type: TYPE_UINT8 dims: [ {warmup_bytes} ] '
+              f'input_data_file: "{WARMUP_FILE}" }} }}')
+    if length_input:
+        inputs += (f' inputs {{ key: "{length_input}" value: {{ data_type: TYPE_INT32 dims: [ 1 ] '
+                   f'input_data_file: "{WARMUP_BYTES_FILE}" }} }}')
+    return f'model_warmup [ {{ name: "jpeg" batch_size: 1 {inputs} }} ]\n'
 
 
 def _zero_warmup(inputs: dict[str, tuple[str, list[int]]], files: dict[str, str] | None = None) -> str:
@@ -147,9 +152,11 @@ def preprocess_config(cfg: RepositoryConfig, warmup_bytes: int) -> str:
 
 
 def dali_config(cfg: RepositoryConfig, warmup_bytes: int) -> str:
-    return (_header(c.DALI_MODEL, "dali", cfg) + _io("input", [_image_input()])
+    inputs = [_image_input(), _tensor(c.PREPROCESS_INPUT_BYTES, "TYPE_INT32", [1])]
+    return (_header(c.DALI_MODEL, "dali", cfg) + _io("input", inputs)
             + _io("output", _preprocess_outputs(cfg)) + _dynamic_batching(cfg) + _instances(1, "KIND_GPU")
-            + _jpeg_warmup(c.PREPROCESS_INPUT, warmup_bytes))
+            + _parameters({"num_threads": cfg.dali_threads})  # the backend's override of the pipeline's threads
+            + _jpeg_warmup(c.PREPROCESS_INPUT, warmup_bytes, c.PREPROCESS_INPUT_BYTES))
 
 
 def detector_config(cfg: RepositoryConfig) -> str:
@@ -238,6 +245,8 @@ def write_repository(cfg: RepositoryConfig, out_dir: Path, warmup_jpeg: bytes) -
         path.write_text(text)
         written.append(path)
     warmup_files = {(m, WARMUP_FILE): warmup_jpeg for m in warmup_models(cfg)}
+    if cfg.flavour == "gpu":
+        warmup_files[(c.DALI_MODEL, WARMUP_BYTES_FILE)] = np.array([len(warmup_jpeg)], dtype="<i4").tobytes()
     identity = np.array([*cfg.input_hw, *cfg.input_hw, 0, 0], dtype="<f4")
     warmup_files[(c.NMS_MODEL, WARMUP_LETTERBOX_FILE)] = identity.tobytes()
     for (model, name), data in warmup_files.items():

@@ -94,5 +94,63 @@ def test_boxes_map_back_onto_synthetic_objects(letterbox):
 def test_gpu_pipeline_serialises_without_gpu(tmp_path):
     path = serialize_gpu_pipeline(tmp_path / "model.dali", (640, 640), 8)
     data = path.read_bytes()
-    assert b"decoders__Image" in data and b"mixed" in data  # the GPU (mixed) decoder, not the CPU one
-    assert b"ExternalSource" in data and b"image" in data
+    assert b"experimental__decoders__Image" in data and b"mixed" in data  # the GPU (mixed) decoder
+    assert b"ExternalSource" in data and b"image_bytes" in data
+
+
+def _build_without_gpu(pipe):
+    """Build as the backend would; only the missing GPU may stop it (graph checks come first)."""
+    with pytest.raises(RuntimeError) as failure:
+        pipe.build()
+    return str(failure.value)
+
+
+def test_gpu_pipeline_builds_with_the_backend_executor():
+    from yolov6_build.dali.pipeline import build_pipeline
+
+    message = _build_without_gpu(build_pipeline(INPUT_HW, 8, device="gpu"))
+    assert "CUDA" in message and "transition from GPU to CPU" not in message
+
+
+def test_gpu_to_cpu_geometry_is_refused_by_the_backend_executor():
+    """The control: the geometry taken from the decoded GPU image (the old graph) cannot build."""
+    import nvidia.dali as dali
+
+    from yolov6_build.dali.pipeline import BACKEND_EXECUTOR
+
+    pipe = dali.Pipeline(batch_size=8, num_threads=2, device_id=None, **BACKEND_EXECUTOR)
+    with pytest.raises(RuntimeError, match="transition from GPU to CPU"), pipe:
+        encoded = dali.fn.external_source(name="image", dtype=dali.types.UINT8, ndim=1)
+        image = dali.fn.experimental.decoders.image(encoded, device="mixed")
+        pipe.set_outputs(image, image.shape())
+        pipe.build()
+
+
+def _jpeg_with_orientation(array: np.ndarray, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # EXIF Orientation tag
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", exif=exif.tobytes(), quality=95)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_exif_rotated_jpeg_is_letterboxed_as_opencv_decodes_it(letterbox, orientation):
+    import cv2
+
+    array = _smooth_image(np.random.default_rng(orientation), 120, 200)  # landscape pixels
+    data = _jpeg_with_orientation(array, orientation)
+    upright = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert upright.shape[:2] == ((200, 120) if orientation in (6, 8) else (120, 200))
+    (images, geometry), = letterbox([data])
+    reference, box = letterbox_image(upright, INPUT_HW)
+    np.testing.assert_array_equal(geometry, box.as_array())
+    assert np.abs(images - reference).max() <= PIXEL_TOLERANCE
+
+
+def test_serialising_with_another_dali_is_refused(tmp_path, monkeypatch):
+    import nvidia.dali as dali
+
+    monkeypatch.setattr(dali, "__version__", "1.42.0")
+    with pytest.raises(Exception, match="must be written by DALI"):
+        serialize_gpu_pipeline(tmp_path / "model.dali", INPUT_HW, 8)

@@ -1,8 +1,13 @@
-"""The one letterbox pipeline definition, run on CPU in-process or serialised for the DALI backend.
+"""The one letterbox pipeline definition, run on CPU in-process or shipped to the DALI backend.
 
 Geometry follows ``yolov6_build.geometry.letterbox_params`` op for op (float32), so both
 give the same sizes and offsets; pixel values differ from OpenCV's bilinear resize by at most
 one grey level (tested).
+
+The graph has no GPU-to-CPU dependency: the geometry comes from ``peek_image_shape`` on the
+encoded bytes (CPU), never from the decoded GPU image, because the DALI backend builds pipelines
+with the executor in ``BACKEND_EXECUTOR``, which refuses such transitions. The nvImageCodec
+decoder and peek both apply EXIF orientation, as OpenCV does offline.
 """
 
 from __future__ import annotations
@@ -12,30 +17,41 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract import PREPROCESS_INPUT
+from ..contract import PREPROCESS_INPUT, PREPROCESS_INPUT_BYTES
 from ..deps import require
+from ..errors import DependencyError
 from ..geometry import PAD_VALUE
+from ..release import DALI_VERSION, DALI_WHEEL, TRITON_RELEASE
 
 log = logging.getLogger(__name__)
+
+# How dali_backend r26.06 builds every pipeline (src/dali_executor/dali_pipeline.h: daliCreatePipeline with
+# prefetch depth 1, which DALI runs with the pipelined, async, non-dynamic executor). Tests build with the same.
+BACKEND_EXECUTOR = {"exec_dynamic": False, "exec_pipelined": True, "exec_async": True, "prefetch_queue_depth": 1}
 
 
 def define_letterbox(input_hw: tuple[int, int], device: str):
     """Graph body: encoded bytes -> (float32 CHW /255 letterboxed, float32 [6] letterbox geometry).
 
     Must be called inside a DALI pipeline definition. ``device`` 'cpu' or 'gpu' (mixed decoder).
+    ``PREPROCESS_INPUT_BYTES`` says how many bytes of each ``PREPROCESS_INPUT`` row are the image:
+    a batched request pads its rows to one length.
     """
     dali = require("nvidia.dali")
     fn, types, dmath = dali.fn, dali.types, require("nvidia.dali.math")
     dst_h, dst_w = (float(v) for v in input_hw)
-    encoded = fn.external_source(name=PREPROCESS_INPUT, dtype=types.UINT8, ndim=1)
-    image = fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
-    shape = fn.cast(image.shape(), dtype=types.FLOAT)
+    padded_bytes = fn.external_source(name=PREPROCESS_INPUT, dtype=types.UINT8, ndim=1)
+    length = fn.external_source(name=PREPROCESS_INPUT_BYTES, dtype=types.INT32, ndim=1)
+    encoded = fn.slice(padded_bytes, start=fn.constant(idata=[0], dtype=types.INT32), shape=length, axes=[0])
+    shape = fn.cast(fn.experimental.peek_image_shape(encoded, adjust_orientation=True), dtype=types.FLOAT)
     src_h, src_w = shape[0], shape[1]
     scale = dmath.min(dst_h / src_h, dst_w / src_w)
     new_h = dmath.clamp(dmath.floor(src_h * scale + 0.5), 1.0, dst_h)
     new_w = dmath.clamp(dmath.floor(src_w * scale + 0.5), 1.0, dst_w)
     pad_top = dmath.floor((dst_h - new_h) / 2)
     pad_left = dmath.floor((dst_w - new_w) / 2)
+    image = fn.experimental.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu",
+                                           output_type=types.RGB, adjust_orientation=True)
     resized = fn.resize(image, resize_x=new_w, resize_y=new_h, interp_type=types.INTERP_LINEAR, antialias=False)
     start = fn.cast(fn.stack(-pad_top, -pad_left), dtype=types.INT32)
     padded = fn.slice(resized, start=start, shape=np.array(input_hw, dtype=np.int32), axis_names="HW",
@@ -47,10 +63,12 @@ def define_letterbox(input_hw: tuple[int, int], device: str):
 
 def build_pipeline(input_hw: tuple[int, int], batch_size: int, device: str = "cpu", num_threads: int = 2,
                    device_id: int | None = None):
-    """A DALI Pipeline object (not yet built). ``device_id=None`` for CPU runs and for serialisation."""
+    """A DALI Pipeline object (not yet built), with the backend's executor settings.
+
+    ``device_id=None`` for CPU runs and for serialisation.
+    """
     dali = require("nvidia.dali")
-    pipe = dali.Pipeline(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
-                         prefetch_queue_depth=1)
+    pipe = dali.Pipeline(batch_size=batch_size, num_threads=num_threads, device_id=device_id, **BACKEND_EXECUTOR)
     with pipe:
         images, letterbox = define_letterbox(input_hw, device)
         pipe.set_outputs(images, letterbox)
@@ -59,11 +77,20 @@ def build_pipeline(input_hw: tuple[int, int], batch_size: int, device: str = "cp
 
 def serialize_gpu_pipeline(path: str | Path, input_hw: tuple[int, int], max_batch_size: int,
                            num_threads: int = 4) -> Path:
-    """Write the mixed-decoder pipeline as ``model.dali`` for the Triton DALI backend (no GPU needed)."""
+    """Write the mixed-decoder pipeline as ``model.dali`` for the Triton DALI backend (no GPU needed).
+
+    Shipped serialised rather than as ``dali.py``: loading it runs no Python in the server, and it
+    is written by the DALI the backend runs (checked here), so the format always matches.
+    """
+    dali = require("nvidia.dali")
+    if dali.__version__ != DALI_VERSION:
+        raise DependencyError(f"model.dali must be written by DALI {DALI_VERSION} (the DALI of Triton "
+                              f"{TRITON_RELEASE}'s backend), this is {dali.__version__}: "
+                              f"pip install {DALI_WHEEL}=={DALI_VERSION} (or run `make setup`)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     build_pipeline(input_hw, max_batch_size, device="gpu", num_threads=num_threads).serialize(filename=str(path))
-    log.info("serialised GPU letterbox pipeline to %s", path)
+    log.info("serialised GPU letterbox pipeline (DALI %s) to %s", DALI_VERSION, path)
     return path
 
 
@@ -87,6 +114,7 @@ class CpuLetterbox:
 
     def _run(self, encoded: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         self._pipe.feed_input(PREPROCESS_INPUT, encoded)
+        self._pipe.feed_input(PREPROCESS_INPUT_BYTES, [np.array([len(e)], np.int32) for e in encoded])
         images, letterbox = self._pipe.run()
         return [(np.array(images[i]), np.array(letterbox[i])) for i in range(len(encoded))]
 

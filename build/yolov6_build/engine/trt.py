@@ -1,19 +1,23 @@
 """Build TensorRT plans from the explicit Q/DQ ONNX (INT8 + FP16 fallback) or FP32 ONNX (FP16 baseline).
 
-Runs where TensorRT and a GPU exist: the ``build`` service of docker/docker-compose.yml, on the
-NGC release pinned in ``TRITON_RELEASE`` (a plan only runs on the TensorRT version and GPU that
-built it). Written against the TensorRT 10 Python API; imported lazily so the rest of the bundle
-works without it.
+Runs where TensorRT and a GPU exist: the ``engine`` service of docker/docker-compose.yml, the
+TensorRT image of the release pinned in ``yolov6_build.release`` (a plan only runs on the
+TensorRT version and GPU that built it). Imports only tensorrt, the standard library and this
+package's stdlib-only modules, so that image needs nothing else installed (tested with torch,
+onnx, onnxruntime and modelopt blocked). Input size, max batch and precision come from the
+repository's manifest, so the plan's profile always matches the configs Triton loads.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..contract import DETECTOR_INPUT
@@ -22,10 +26,6 @@ from ..errors import ArtifactError, ConfigError
 
 log = logging.getLogger(__name__)
 
-# The Triton container that serves the plan and the TensorRT that must build it (same NGC release).
-TRITON_RELEASE = "24.10"
-TRITON_IMAGE = f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
-BUILD_IMAGE = f"nvcr.io/nvidia/pytorch:{TRITON_RELEASE}-py3"  # TensorRT 10.5, as in the Triton image
 PRECISIONS = ("int8", "fp16")
 
 
@@ -36,7 +36,7 @@ class EngineConfig:
     max_batch_size: int = 8
     opt_batch_size: int | None = None  # default: max_batch_size
     workspace_mib: int = 4096
-    timing_cache: str | None = "artifacts/engines/timing.cache"
+    timing_cache_dir: str | None = "artifacts/engines"  # one cache file per TensorRT version and GPU
     strongly_typed: bool = False  # TensorRT >= 10 alternative to the INT8/FP16 builder flags
 
     def __post_init__(self):
@@ -47,6 +47,32 @@ class EngineConfig:
         if self.strongly_typed and self.precision == "fp16":
             raise ConfigError("a strongly typed network runs the graph's own types: the FP16 baseline needs the "
                               "FP16 builder flag (build it without strongly_typed)")
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    """What the repository's manifest says to build: graphs, plan path, profile (paths absolute)."""
+
+    onnx: Path
+    fp16_baseline_onnx: Path
+    plan: Path
+    config: EngineConfig
+
+
+def plan_from_manifest(repository: str | Path, **overrides) -> EnginePlan:
+    """Read ``<repository>/manifest.json`` (written by ``build-repo --flavour gpu``)."""
+    repository = Path(repository)
+    path = repository / "manifest.json"
+    if not path.is_file():
+        raise ArtifactError(f"{repository} has no manifest.json: run `make build-repo FLAVOUR=gpu` first")
+    engine = json.loads(path.read_text()).get("engine")
+    if not engine:
+        raise ArtifactError(f"{path} has no engine section: it is not a gpu repository (build-repo --flavour gpu)")
+    cfg = EngineConfig(precision=engine["precision"], input_hw=tuple(engine["input_hw"]),
+                       max_batch_size=int(engine["max_batch_size"]))
+    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    return EnginePlan(onnx=repository / engine["onnx"], fp16_baseline_onnx=repository / engine["fp16_baseline_onnx"],
+                      plan=repository / engine["plan"], config=cfg)
 
 
 def tensorrt_available() -> bool:
@@ -80,23 +106,54 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, cfg: EngineConfig
     opt = cfg.opt_batch_size or cfg.max_batch_size
     profile.set_shape(DETECTOR_INPUT, (1, c, h, w), (opt, c, h, w), (cfg.max_batch_size, c, h, w))
     config.add_optimization_profile(profile)
-    cache_path = Path(cfg.timing_cache) if cfg.timing_cache else None
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path and cache_path.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    cache_path = timing_cache_path(cfg.timing_cache_dir, trt.__version__) if cfg.timing_cache_dir else None
+    _use_timing_cache(config, cache_path)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ArtifactError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
     plan_path = Path(plan_path)
-    plan_path.parent.mkdir(parents=True, exist_ok=True)
-    plan_path.write_bytes(bytes(serialized))
+    _write_atomically(plan_path, bytes(serialized))  # Triton never sees half a plan
     if cache_path:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+        _write_atomically(cache_path, bytes(config.get_timing_cache().serialize()))
     report = layer_report(plan_path)
     plan_path.with_suffix(".layers.json").write_text(json.dumps(report, indent=2) + "\n")
     log.info("built %s (%s): %d layers, %d reformats, precisions %s", plan_path, cfg.precision, report["layers"],
              report["reformat_layers"], report["precisions"])
     return plan_path
+
+
+def gpu_name() -> str:
+    """The name of the GPU TensorRT builds for (device 0 of this container), for cache keys and reports."""
+    result = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
+                            capture_output=True, text=True, check=False)
+    return result.stdout.strip() or "unknown-gpu"
+
+
+def timing_cache_path(cache_dir: str | Path, trt_version: str, gpu: str | None = None) -> Path:
+    """One timing cache per TensorRT version and GPU: a cache from another pair is never offered."""
+    key = re.sub(r"[^A-Za-z0-9.]+", "-", f"trt{trt_version}-{gpu or gpu_name()}").strip("-")
+    return Path(cache_dir) / f"timing-{key}.cache"
+
+
+def _use_timing_cache(config, cache_path: Path | None) -> None:
+    """Load the cache when it matches; a stale or corrupt one is reported and replaced by an empty cache."""
+    data = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
+    try:
+        cache = config.create_timing_cache(data)
+    except Exception:  # noqa: BLE001 - TensorRT raises its own types for unreadable caches
+        cache = None
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return
+    log.warning("timing cache %s does not fit this TensorRT/GPU: building with a fresh one", cache_path)
+    if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+        raise ArtifactError("TensorRT refused an empty timing cache")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+        tmp.write(data)
+    os.replace(tmp.name, path)
 
 
 def layer_report(plan_path: str | Path) -> dict:
@@ -134,7 +191,7 @@ def benchmark_plan(plan_path: str | Path, batch: int, input_hw: tuple[int, int],
     """Throughput/latency of the plan alone with ``trtexec`` (ships in the NGC containers)."""
     trtexec = shutil.which("trtexec") or "/usr/src/tensorrt/bin/trtexec"
     if not Path(trtexec).exists():
-        raise ArtifactError("trtexec not found: run inside the NGC build container (docker compose run build)")
+        raise ArtifactError("trtexec not found: run inside the TensorRT container (docker compose run engine)")
     shape = f"{DETECTOR_INPUT}:{batch}x3x{input_hw[0]}x{input_hw[1]}"
     result = subprocess.run([trtexec, f"--loadEngine={plan_path}", f"--shapes={shape}", f"--duration={seconds}",
                              "--useCudaGraph", "--noDataTransfers"], capture_output=True, text=True, check=False)
@@ -158,24 +215,24 @@ def parse_trtexec(text: str, batch: int) -> dict:
     return result
 
 
-def compare_engines(qdq_onnx: str | Path, fp32_onnx: str | Path, int8_plan: str | Path, out_dir: str | Path,
-                    cfg: EngineConfig = EngineConfig(), seconds: int = 10) -> dict:
-    """Build the INT8 plan (at ``int8_plan``) and its FP16 baseline (in ``out_dir``) with the same
-    profile, benchmark both and write ``engines.{json,md}`` into ``out_dir``.
+def compare_engines(plan: EnginePlan, out_dir: str | Path, seconds: int = 10) -> dict:
+    """Build the repository's INT8 plan and an FP16 baseline (in ``out_dir``) with the same profile,
+    benchmark both and write ``engines.{json,md}`` into ``out_dir``.
 
     The ratio is measured in one run on one GPU (plans and timings do not transfer across GPUs).
     """
-    from dataclasses import replace
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plans = {"int8": build_engine(qdq_onnx, int8_plan, replace(cfg, precision="int8")),
-             "fp16": build_engine(fp32_onnx, out / "fp16.plan", replace(cfg, precision="fp16", strongly_typed=False))}
-    report: dict = {"input_hw": list(cfg.input_hw), "engines": {}}
-    for precision, plan in plans.items():
-        layers = json.loads(plan.with_suffix(".layers.json").read_text())
-        runs = [benchmark_plan(plan, batch, cfg.input_hw, seconds) for batch in sorted({1, cfg.max_batch_size})]
-        report["engines"][precision] = {"plan": str(plan), "layers": layers["layers"],
+    cfg = plan.config
+    plans = {"int8": build_engine(plan.onnx, plan.plan, replace(cfg, precision="int8")),
+             "fp16": build_engine(plan.fp16_baseline_onnx, out / "fp16.plan",
+                                  replace(cfg, precision="fp16", strongly_typed=False))}
+    report: dict = {"input_hw": list(cfg.input_hw), "gpu": gpu_name(), "tensorrt": require("tensorrt").__version__,
+                    "engines": {}}
+    for precision, path in plans.items():
+        layers = json.loads(path.with_suffix(".layers.json").read_text())
+        runs = [benchmark_plan(path, batch, cfg.input_hw, seconds) for batch in sorted({1, cfg.max_batch_size})]
+        report["engines"][precision] = {"plan": str(path), "layers": layers["layers"],
                                         "reformat_layers": layers["reformat_layers"],
                                         "precisions": layers["precisions"], "runs": runs}
     (out / "engines.json").write_text(json.dumps(report, indent=2) + "\n")

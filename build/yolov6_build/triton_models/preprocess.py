@@ -1,8 +1,10 @@
 """Triton Python backend: encoded image bytes -> letterboxed network input + letterbox geometry.
 
 ``executor`` parameter: ``dali_cpu`` runs the DALI pipeline in-process on CPU (embedded server);
-``bls`` sends each image to the DALI backend model named by ``dali_model`` (GPU flavour). Either
-way a batch with an undecodable image is retried image by image, so only that request fails.
+``bls`` sends the whole dynamic batch to the DALI backend model named by ``dali_model`` in one
+request (GPU flavour) and passes its outputs on by DLPack where DALI left them, so GPU images go
+from DALI to TensorRT without a host round trip. Either way a batch with an undecodable image is
+re-run image by image, so only that image's request fails.
 """
 
 import numpy as np
@@ -13,56 +15,95 @@ from yolov6_build.inputs import check_encoded_image
 from yolov6_build.triton_models.common import config_parameters, error_response
 
 
-class BlsLetterbox:
-    """Letterbox through the DALI backend model: one async BLS request per image, retry failures alone.
+def _from_tensor(tensor):
+    """A numpy (host) or CuPy (device) view of a Triton tensor, without copying."""
+    if tensor.is_cpu():
+        return tensor.as_numpy()
+    import cupy  # only the GPU image has (and needs) it
 
-    Outputs are requested in CPU memory so requests of several images can be stacked with numpy;
-    this costs a device-to-host copy per image (see README, known limits).
+    return cupy.from_dlpack(tensor)
+
+
+def _to_tensor(name: str, array):
+    """Host arrays as they are; device (CuPy) arrays by DLPack, which keeps them on the GPU."""
+    if isinstance(array, np.ndarray):
+        return pb_utils.Tensor(name, np.ascontiguousarray(array))
+    return pb_utils.Tensor.from_dlpack(name, array)
+
+
+def _concatenate(parts):
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    import cupy
+
+    return cupy.concatenate(parts)
+
+
+def padded_batch(encoded: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of different lengths as one uint8 [N, max_len] tensor plus int32 [N, 1] true lengths."""
+    lengths = np.array([[len(e)] for e in encoded], dtype=np.int32)
+    rows = np.zeros((len(encoded), int(lengths.max())), dtype=np.uint8)
+    for row, data in zip(rows, encoded):
+        row[:len(data)] = data
+    return rows, lengths
+
+
+class BlsLetterbox:
+    """Letterbox through the DALI backend model: one BLS request per batch, then one per failed image.
+
+    Each result is ``(images [1, 3, H, W], letterbox [1, 6])``, slices of DALI's output tensors
+    (GPU memory for the mixed decoder), or the exception for that image.
     """
 
     def __init__(self, model_name: str):
         self.model_name = model_name
 
-    def _request(self, encoded: np.ndarray):
-        tensor = pb_utils.Tensor(contract.PREPROCESS_INPUT, encoded.reshape(1, -1))
-        return pb_utils.InferenceRequest(model_name=self.model_name, inputs=[tensor],
-                                         requested_output_names=[contract.DETECTOR_INPUT,
-                                                                 contract.PREPROCESS_LETTERBOX],
-                                         preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0))
-
-    def _result(self, response):
+    def _infer(self, encoded: list[np.ndarray]):
+        rows, lengths = padded_batch(encoded)
+        request = pb_utils.InferenceRequest(
+            model_name=self.model_name,
+            inputs=[pb_utils.Tensor(contract.PREPROCESS_INPUT, rows),
+                    pb_utils.Tensor(contract.PREPROCESS_INPUT_BYTES, lengths)],
+            requested_output_names=[contract.DETECTOR_INPUT, contract.PREPROCESS_LETTERBOX])
+        response = request.exec()
         if response.has_error():
             return ValueError(f"cannot decode image: {response.error().message()}")
-        images = pb_utils.get_output_tensor_by_name(response, contract.DETECTOR_INPUT)
-        letterbox = pb_utils.get_output_tensor_by_name(response, contract.PREPROCESS_LETTERBOX)
-        return images.as_numpy()[0], letterbox.as_numpy()[0]
+        images, letterbox = (_from_tensor(pb_utils.get_output_tensor_by_name(response, name))
+                             for name in (contract.DETECTOR_INPUT, contract.PREPROCESS_LETTERBOX))
+        return [(images[i:i + 1], letterbox[i:i + 1]) for i in range(len(encoded))]
 
     def __call__(self, encoded: list[np.ndarray]):
-        first_pass = self._run_async(encoded)
-        # DALI fails its whole batch when one image is bad: retry each failed image on its own
-        return [self._result(self._request(e).exec()) if isinstance(r, Exception) else r
-                for e, r in zip(encoded, first_pass)]
+        batch = self._infer(encoded)
+        if not isinstance(batch, Exception):
+            return batch
+        # DALI fails its whole batch when one image is bad: run each image alone
+        return [result if isinstance(result, Exception) else result[0]
+                for result in (self._infer([e]) for e in encoded)]
 
-    def _run_async(self, encoded):
-        import asyncio
 
-        async def run_all():
-            return await asyncio.gather(*(self._request(e).async_exec() for e in encoded))
+class CpuDaliLetterbox:
+    """The same pipeline in-process on CPU; results shaped like ``BlsLetterbox``'s."""
 
-        return [self._result(r) for r in asyncio.run(run_all())]
+    def __init__(self, input_hw, max_batch_size: int, num_threads: int):
+        from yolov6_build.dali.pipeline import CpuLetterbox
+
+        self._letterbox = CpuLetterbox(input_hw, max_batch_size, num_threads)
+
+    def __call__(self, encoded: list[np.ndarray]):
+        return [r if isinstance(r, Exception) else (r[0][None], r[1][None]) for r in self._letterbox(encoded)]
 
 
 class TritonPythonModel:
     def initialize(self, args):
         params = config_parameters(args)
-        input_hw = (int(params["input_height"]), int(params["input_width"]))
         if params.get("executor", "dali_cpu") == "bls":
             self.letterbox = BlsLetterbox(params["dali_model"])
         else:
-            from yolov6_build.dali.pipeline import CpuLetterbox
-
-            self.letterbox = CpuLetterbox(input_hw, int(params.get("dali_batch_size", 8)),
-                                          int(params.get("dali_threads", 2)))
+            input_hw = (int(params["input_height"]), int(params["input_width"]))
+            self.letterbox = CpuDaliLetterbox(input_hw, int(params.get("dali_batch_size", 8)),
+                                              int(params.get("dali_threads", 2)))
 
     def execute(self, requests):
         per_request, flat = [], []
@@ -80,12 +121,12 @@ class TritonPythonModel:
             mine = results[start:start + count]
             start += count
             failure = next((r for r in mine if isinstance(r, Exception)), None)
-            if failure is not None:
-                responses.append(error_response(pb_utils, str(failure)))
-                continue
-            images = np.stack([r[0] for r in mine]).astype(np.float32)
-            letterbox = np.stack([r[1] for r in mine]).astype(np.float32)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor(contract.DETECTOR_INPUT, images),
-                pb_utils.Tensor(contract.PREPROCESS_LETTERBOX, letterbox)]))
+            responses.append(error_response(pb_utils, str(failure)) if failure is not None else _response(mine))
         return responses
+
+
+def _response(results):
+    images = _concatenate([images for images, _ in results])
+    letterbox = _concatenate([letterbox for _, letterbox in results])
+    return pb_utils.InferenceResponse(output_tensors=[
+        _to_tensor(contract.DETECTOR_INPUT, images), _to_tensor(contract.PREPROCESS_LETTERBOX, letterbox)])

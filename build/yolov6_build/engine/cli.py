@@ -1,0 +1,66 @@
+"""``build-engine``: the plan of a gpu repository, built in the TensorRT container of the pinned release.
+
+Shared by ``python -m yolov6_build.engine`` (the TensorRT image's entry point, which must not import
+the rest of the CLI) and ``python -m yolov6_build build-engine``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("repository", type=Path, help="gpu repository written by `build-repo --flavour gpu` "
+                        "(input size, max batch and precision come from its manifest.json)")
+    parser.add_argument("--precision", choices=("int8", "fp16"), default=None,
+                        help="override the manifest's precision (fp16 builds the FP32 graph with the FP16 flag)")
+    parser.add_argument("--workspace-mib", type=int, default=None)
+    parser.add_argument("--timing-cache-dir", type=Path, default=Path("artifacts/engines"),
+                        help="timing caches, one per TensorRT version and GPU (default artifacts/engines)")
+    parser.add_argument("--strongly-typed", action="store_true", help="strongly typed network (TensorRT >= 10)")
+    parser.add_argument("--benchmark", action="store_true", help="measure the plan with trtexec after building")
+    parser.add_argument("--compare-fp16", action="store_true",
+                        help="also build the FP16 baseline with the same profile and benchmark both "
+                             "(INT8/FP16 table in --report-dir)")
+    parser.add_argument("--report-dir", type=Path, default=Path("artifacts/engines"),
+                        help="with --compare-fp16: the FP16 plan and engines.{json,md} (default artifacts/engines)")
+
+
+def run(args) -> int:
+    from ..errors import BuildError
+    from .trt import benchmark_plan, build_engine, compare_engines, engines_markdown, plan_from_manifest, \
+        tensorrt_available
+
+    plan = plan_from_manifest(args.repository, precision=args.precision, workspace_mib=args.workspace_mib,
+                              timing_cache_dir=str(args.timing_cache_dir), strongly_typed=args.strongly_typed)
+    if not tensorrt_available():
+        raise BuildError("TensorRT and a GPU are needed to build a plan: run it in the TensorRT container "
+                         "(docker compose -f docker/docker-compose.yml run --rm engine)")
+    if args.compare_fp16:
+        print(engines_markdown(compare_engines(plan, args.report_dir)))
+        return 0
+    source = plan.onnx if plan.config.precision == "int8" else plan.fp16_baseline_onnx
+    built = build_engine(source, plan.plan, plan.config)
+    if args.benchmark:
+        for batch in sorted({1, plan.config.max_batch_size}):
+            print(json.dumps(benchmark_plan(built, batch, plan.config.input_hw)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import logging
+    import sys
+
+    from ..errors import BuildError, ConfigError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m yolov6_build.engine", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1

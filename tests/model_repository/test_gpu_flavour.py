@@ -1,0 +1,103 @@
+"""The gpu flavour's own logic served by the real embedded Triton (select with ``pytest -k gpu``).
+
+Only what needs a GPU is stood in (tests/gpu_standin): the DALI backend model runs the same
+pipeline definition on CPU and the TensorRT plan is the ONNX Runtime detector. Everything else is
+the gpu repository as build-repo writes it: the preprocess BLS (whole batch first, then image by
+image), DLPack hand-over, ensemble wiring and NMS.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from yolov6_build import contract as c
+from yolov6_client import ServerError, TritonDetector
+
+pytestmark = pytest.mark.triton
+LOW_CONF = 0.001
+BATCHING_DELAY_US = 200_000  # long enough that concurrent requests share one dynamic batch
+
+
+@pytest.fixture(scope="module")
+def gpu_standin_server(checkpoint, repository, tmp_path_factory, launch_server):
+    from tests.gpu_standin.repository import standin_repository
+    from yolov6_build.build_repo import build_repository
+
+    root = tmp_path_factory.mktemp("gpu")
+    build_repository(checkpoint, root / "gpu", "gpu", max_batch_size=4, max_queue_delay_us=BATCHING_DELAY_US)
+    served = standin_repository(root / "gpu", repository, root / "served")
+    server = launch_server(served, root / "server")
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_gpu_flavour_detects_as_the_cpu_flavour(gpu_standin_server, server, images, protocol):
+    def detect_all(triton):
+        url = triton.grpc_url if protocol == "grpc" else triton.http_url
+        with TritonDetector(url, protocol) as detector:
+            return [detector.detect(path, conf_threshold=LOW_CONF) for path in images]
+
+    for got, want in zip(detect_all(gpu_standin_server), detect_all(server)):
+        assert len(got) == len(want) > 0
+        np.testing.assert_array_equal(got.class_ids, want.class_ids)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+        np.testing.assert_allclose(got.boxes_xyxy, want.boxes_xyxy, atol=1e-2)
+
+
+def _statistics(triton, model):
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(triton.grpc_url) as client:
+        stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats.get("batch_stats", [])}
+
+
+def _requests_by_size(triton):
+    """The stand-in DALI model's count of requests by images per request (its custom metric)."""
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://{triton.options.host}:{triton.options.metrics_port}/metrics").read()
+    return {int(n): float(v) for n, v in re.findall(r'standin_dali_requests\{images="(\d+)"\} (\S+)', text.decode())}
+
+
+def test_gpu_corrupt_image_fails_alone_in_one_dynamic_batch(gpu_standin_server, images):
+    good = images[0].read_bytes()
+    corrupt = good[: len(good) // 3]  # a valid JPEG header: only the decoder finds it broken
+    payloads = [good, corrupt, good, good]
+    dali_before = _statistics(gpu_standin_server, c.DALI_MODEL)
+    pre_before = _statistics(gpu_standin_server, c.PREPROCESS_MODEL)
+    requests_before = _requests_by_size(gpu_standin_server)
+
+    def send(data):
+        with TritonDetector(gpu_standin_server.grpc_url, retries=0) as detector:
+            try:
+                return detector.detect(data, conf_threshold=LOW_CONF)
+            except ServerError as exc:
+                return exc
+
+    with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
+        results = list(pool.map(send, payloads))
+    assert isinstance(results[1], ServerError) and "decode" in str(results[1])
+    for result in (results[0], results[2], results[3]):
+        assert not isinstance(result, Exception) and len(result) > 0
+        np.testing.assert_array_equal(result.boxes_xyxy, results[0].boxes_xyxy)
+
+    pre_after = _statistics(gpu_standin_server, c.PREPROCESS_MODEL)
+    dali_after = _statistics(gpu_standin_server, c.DALI_MODEL)
+    requests_after = _requests_by_size(gpu_standin_server)
+    # the four requests reached the preprocess as one dynamic batch, which went to DALI as one request
+    assert pre_after.get(4, 0) - pre_before.get(4, 0) == 1, (pre_before, pre_after)
+    assert requests_after.get(4, 0) - requests_before.get(4, 0) == 1, (requests_before, requests_after)
+    assert dali_after.get(4, 0) - dali_before.get(4, 0) == 1, (dali_before, dali_after)
+    # DALI failed that batch as a whole: then each of its images ran alone
+    assert dali_after.get(1, 0) - dali_before.get(1, 0) == len(payloads), (dali_before, dali_after)
+
+
+def test_gpu_server_stays_up_after_bad_batches(gpu_standin_server, images):
+    with TritonDetector(gpu_standin_server.grpc_url, retries=0) as detector:
+        with pytest.raises(ServerError):
+            detector.detect(b"\xff\xd8\xff\xe0 not really a jpeg")
+        assert len(detector.detect(images[1], conf_threshold=LOW_CONF)) > 0
