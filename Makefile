@@ -16,7 +16,7 @@ CALIB ?= $(DATASET)/calib
 SOAK_MINUTES ?= 10
 
 .PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt train-repvgg-sgd repopt-report qat-repopt bench-int8 bench-nms \
-	bench-serving bench loadtest soak
+	bench-serving bench loadtest soak gpu-check
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -40,7 +40,7 @@ demo: setup  ## build the CPU repository from the demo model, serve it, detect s
 build-repo: dataset  ## INT8 model_repository/$(FLAVOUR) from $(CHECKPOINT), calibrated on $(CALIB) (FLAVOUR=cpu|gpu)
 	$(CLI) build-repo $(CHECKPOINT) --flavour $(FLAVOUR) --calib $(CALIB)
 
-serve: setup  ## serve model_repository/cpu on 127.0.0.1 (8000 http, 8001 grpc, 8002 metrics) until Ctrl-C
+serve: setup  ## serve model_repository/$(FLAVOUR) on 127.0.0.1 (8000 http, 8001 grpc, 8002 metrics) until Ctrl-C
 	$(CLI) serve model_repository/$(FLAVOUR)
 
 dataset: setup  ## generate the synthetic COCO-format dataset (train/val/calib) into $(DATASET)
@@ -106,6 +106,11 @@ soak: build-repo  ## $(SOAK_MINUTES) min at 80% of the measured max QPS: failure
 
 loadtest: build-repo  ## headless Locust sweep (gRPC + HTTP, c=1..32, 15 s or 5000 requests a step, loopback)
 	$(CLI) loadtest model_repository/cpu -o artifacts/reports/loadtest
+
+gpu-check: setup  ## GPU host with docker: build INT8/FP16 plans, serve, compare with CPU flavour, DALI vs CPU QPS (report in artifacts/reports/gpu_check)
+	$(CLI) gpu-check --preflight-only
+	$(MAKE) dataset
+	$(CLI) gpu-check $(CHECKPOINT) --calib $(CALIB) -o artifacts/reports/gpu_check
 
 clean:  ## remove generated artifacts (keeps .venv)
 	rm -rf artifacts .pytest_cache

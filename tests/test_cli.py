@@ -59,3 +59,17 @@ def test_parser_builds_without_heavy_imports():
             "assert 'torch' not in sys.modules and 'onnx' not in sys.modules")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
     assert build_parser().prog == "yolov6_build"
+
+
+def test_gpu_check_without_a_gpu_stops_at_once_and_says_why():
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this host has nvidia-smi: gpu-check would run for real")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "yolov6_build", "gpu-check"], capture_output=True, text=True)
+    assert result.returncode == 1 and "nvidia-smi not found" in result.stderr
+    assert time.monotonic() - started < 30  # nothing was built first

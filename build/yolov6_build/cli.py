@@ -336,6 +336,17 @@ def cmd_eval_server(args) -> int:
         return client_main(argv)
 
 
+def cmd_gpu_check(args) -> int:
+    from .reports.gpu_check import gpu_check, preflight
+
+    if args.preflight_only:
+        print(f"GPU host ready: {preflight()}")
+        return 0
+    gpu_check(args.checkpoint, args.calib, args.annotations, args.output, args.limit)
+    print((args.output / "gpu_check.md").read_text())
+    return 0
+
+
 def cmd_soak(args) -> int:
     from .reports.soak import SoakConfig, soak
 
@@ -575,6 +586,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", type=Path, default=Path("artifacts/server_loadtest"))
     p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/loadtest"))
     p.set_defaults(func=cmd_loadtest)
+
+    p = sub.add_parser("gpu-check", help="acceptance run on a GPU host with docker: plans, served detections and "
+                       "mAP vs offline, DALI GPU vs CPU preprocessing QPS, GPU memory (stops at once without a GPU)")
+    p.add_argument("checkpoint", type=Path, nargs="?", default=Path("models/yolov6n_synthetic_320.pt"))
+    p.add_argument("--calib", type=Path, default=CALIB_DIR)
+    p.add_argument("--annotations", type=Path, default=VAL_ANNOTATIONS)
+    p.add_argument("--limit", type=int, default=300, help="val images scored through the server and offline")
+    p.add_argument("--preflight-only", action="store_true", help="only check for a GPU, its driver and docker compose")
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/gpu_check"))
+    p.set_defaults(func=cmd_gpu_check)
 
     p = sub.add_parser("soak", help="sustained load at a fraction of max QPS: errors, memory, latency over time")
     p.add_argument("repository", type=Path, nargs="?", default=Path("model_repository/cpu"))

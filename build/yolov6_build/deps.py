@@ -14,7 +14,7 @@ _INSTALL_HINTS = {
     "onnxruntime": "run `make setup`",
     "nvidia.dali": "run `make setup` (installs the pinned DALI wheel)",
     "tritonclient": "pip install 'tritonclient[grpc,http]'",
-    "tensorrt": "TensorRT is only available in the NGC build container (docker compose run build)",
+    "tensorrt": "TensorRT is only available in the TensorRT container (docker compose run engine)",
     "modelopt": "pip install nvidia-modelopt requests huggingface_hub",
     "faster_coco_eval": "pip install faster-coco-eval",
     "matplotlib": "pip install matplotlib",

@@ -67,3 +67,67 @@ def test_engine_table_reports_the_int8_to_fp16_ratio_per_batch():
     table = engines_markdown({"input_hw": [640, 640], "engines": {"int8": engine([(1, 300.0), (8, 1400.0)]),
                                                                   "fp16": engine([(1, 250.0), (8, 1000.0)])}})
     assert "batch 1: **1.20x**" in table and "batch 8: **1.40x**" in table
+
+
+BLOCKED = ("torch", "onnx", "onnxruntime", "modelopt", "nvidia.dali", "cv2", "PIL", "tritonclient")
+
+
+def test_builder_imports_nothing_but_tensorrt_and_the_standard_library(tmp_path):
+    """The TensorRT image has none of these: the builder and its entry point must not need them."""
+    import json
+    import subprocess
+    import sys
+
+    repo = tmp_path / "gpu"
+    repo.mkdir()
+    engine = {"onnx": "yolov6_detector/onnx/detector_qdq.onnx", "precision": "int8",
+              "fp16_baseline_onnx": "yolov6_detector/onnx/detector_fp32.onnx",
+              "plan": "yolov6_detector/1/model.plan", "input_hw": [384, 640], "max_batch_size": 16}
+    (repo / "manifest.json").write_text(json.dumps({"engine": engine}))
+    script = f"""
+import sys
+for name in {BLOCKED!r}:
+    sys.modules[name] = None  # import fails, as in the TensorRT image
+from yolov6_build.engine.trt import plan_from_manifest
+plan = plan_from_manifest({str(repo)!r})
+print(plan.config.input_hw, plan.config.max_batch_size, plan.config.precision, plan.plan.name)
+from yolov6_build.engine.cli import main
+sys.exit(main([{str(repo)!r}]))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.stdout.splitlines()[0] == "(384, 640) 16 int8 model.plan", result.stderr
+    # no TensorRT here: the entry point gets as far as saying so
+    assert result.returncode == 1 and "TensorRT and a GPU are needed" in result.stderr
+
+
+def test_manifest_without_engine_section_is_refused(tmp_path):
+    from yolov6_build.engine.trt import plan_from_manifest
+
+    (tmp_path / "manifest.json").write_text('{"stage": "build-repo"}')
+    with pytest.raises(Exception, match="not a gpu repository"):
+        plan_from_manifest(tmp_path)
+    with pytest.raises(Exception, match="no manifest.json"):
+        plan_from_manifest(tmp_path / "missing")
+
+
+def test_timing_cache_is_keyed_by_tensorrt_version_and_gpu(tmp_path):
+    from yolov6_build.engine.trt import timing_cache_path
+
+    t4 = timing_cache_path(tmp_path, "10.14.1.48", "Tesla T4")
+    assert t4.parent == tmp_path and "10.14.1.48" in t4.name and "Tesla-T4" in t4.name
+    assert len({t4, timing_cache_path(tmp_path, "10.5.0", "Tesla T4"),
+                timing_cache_path(tmp_path, "10.14.1.48", "NVIDIA A10G")}) == 3
+
+
+def test_gpu_repository_manifest_drives_the_plan(checkpoint, tmp_path):
+    """build-repo --flavour gpu writes what the builder reads: graphs in the repository, its size and batch."""
+    from yolov6_build.build_repo import build_repository
+    from yolov6_build.engine.trt import plan_from_manifest
+
+    build_repository(checkpoint, tmp_path / "gpu", "gpu", max_batch_size=16)
+    plan = plan_from_manifest(tmp_path / "gpu")
+    assert plan.config.input_hw == (320, 320) and plan.config.max_batch_size == 16
+    assert plan.onnx.is_file() and plan.fp16_baseline_onnx.is_file()
+    assert plan.plan == tmp_path / "gpu" / "yolov6_detector" / "1" / "model.plan"
+    config = (tmp_path / "gpu" / "yolov6_detector" / "config.pbtxt").read_text()
+    assert "max_batch_size: 16" in config and "dims: [ 3, 320, 320 ]" in config

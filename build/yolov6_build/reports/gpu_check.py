@@ -1,0 +1,174 @@
+"""``make gpu-check``: the acceptance run of the GPU flavour on a GPU host with docker (e.g. a T4).
+
+Builds the gpu repository here (quantization needs no GPU), the INT8 and FP16 plans in the TensorRT
+container, serves the repository in the Triton container and measures, in one run on one GPU:
+plan throughput and structure (INT8 vs FP16), detections against the CPU flavour's pipeline, COCO
+mAP through the server vs offline, ensemble QPS with DALI GPU preprocessing vs the same pipeline on
+the CPU (Locust sweep), and the server's GPU memory. Writes gpu_check.{md,json,png}.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from .. import contract as c
+from ..errors import BuildError
+
+log = logging.getLogger(__name__)
+COMPOSE = ["docker", "compose", "-f", "docker/docker-compose.yml"]
+BOX_IOU_TOLERANCE = 0.9  # a served box matches the CPU flavour's when IoU >= this, same class
+USERS = (1, 8, 32)
+
+
+def preflight() -> str:
+    """The GPU's name; BuildError at once, saying what is missing, on a host that cannot run the check."""
+    if shutil.which("nvidia-smi") is None:
+        raise BuildError("gpu-check needs an NVIDIA GPU host: nvidia-smi not found (no GPU or no driver here)")
+    gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader", "-i", "0"],
+                         capture_output=True, text=True, check=False).stdout.strip()
+    if not gpu:
+        raise BuildError("gpu-check: nvidia-smi lists no GPU")
+    if shutil.which("docker") is None or subprocess.run([*COMPOSE[:2], "version"], capture_output=True).returncode:
+        raise BuildError("gpu-check needs docker with the compose plugin and the NVIDIA container toolkit")
+    return gpu
+
+
+def _compose(*args: str, env: dict | None = None) -> None:
+    log.info("$ %s", " ".join([*COMPOSE, *args]))
+    subprocess.run([*COMPOSE, *args], check=True, env={**os.environ, **(env or {})})
+
+
+def cpu_preprocess_variant(gpu_repo: Path, out: Path) -> Path:
+    """The same repository with the preprocess running the pipeline on CPU (Python + DALI CPU): the baseline."""
+    from ..repository import RepositoryConfig, preprocess_config
+
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(gpu_repo, out, ignore=shutil.ignore_patterns(c.DALI_MODEL))
+    saved = json.loads((gpu_repo / "repository.json").read_text())
+    cfg = RepositoryConfig(**{**saved, "flavour": "cpu", "input_hw": tuple(saved["input_hw"]),
+                              "class_names": tuple(saved["class_names"])})
+    without_warmup = preprocess_config(cfg, 0).split("model_warmup")[0]  # the JPEG warm-up file is the DALI model's
+    (out / c.PREPROCESS_MODEL / "config.pbtxt").write_text(without_warmup)
+    return out
+
+
+class ServedRepository:
+    """``docker compose up triton`` on one repository folder, until the context ends."""
+
+    def __init__(self, repository: Path):
+        self.env = {"GPU_REPOSITORY": repository.name, "TRITON_ADMIN_KEY": secrets.token_hex(16)}
+
+    def __enter__(self):
+        _compose("up", "-d", "--build", "triton", env=self.env)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:8000/v2/health/ready", timeout=2):
+                    return self
+            except OSError:
+                time.sleep(2)
+        raise BuildError("Triton did not become ready in 10 minutes: docker compose logs triton")
+
+    def __exit__(self, *exc):
+        _compose("down", env=self.env)
+
+
+def gpu_memory_mib() -> float:
+    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+                         capture_output=True, text=True, check=False).stdout.strip()
+    return float(out or "nan")
+
+
+def compare_detections(served, reference) -> dict:
+    """Fraction of the reference's boxes that the server reproduces (same class, IoU >= tolerance)."""
+    import numpy as np
+
+    from ..geometry import box_iou
+
+    matched = total = 0
+    for got, want in zip(served, reference):
+        total += len(want)
+        if len(want) and len(got):
+            iou = box_iou(want.boxes_xyxy, got.boxes_xyxy)
+            same = want.class_ids[:, None] == got.class_ids[None, :]
+            matched += int(((iou >= BOX_IOU_TOLERANCE) & same).any(axis=1).sum())
+    return {"reference_boxes": total, "matched": matched, "fraction": matched / total if total else float("nan"),
+            "iou_tolerance": BOX_IOU_TOLERANCE, "count_equal": bool(np.all([len(a) == len(b) for a, b in
+                                                                             zip(served, reference)]))}
+
+
+def gpu_check(checkpoint: Path, calib: Path, annotations: Path, out_dir: Path, limit: int = 300) -> dict:
+    from yolov6_client import TritonDetector
+    from yolov6_client.evaluate import evaluate_server
+
+    from ..build_repo import build_repository
+    from ..data import CocoDataset
+    from ..demo import sample_images
+    from ..pipeline import InProcessPipeline
+    from .loadtest import sweep, write_report
+
+    report: dict = {"gpu": preflight()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    repo = Path("model_repository/gpu")
+    build_repository(checkpoint, repo, "gpu", calib=calib)
+    _compose("--profile", "build", "run", "--rm", "--build", "engine", str(repo), "--compare-fp16",
+             "--report-dir", str(out_dir / "engines"))
+    report["engines"] = json.loads((out_dir / "engines" / "engines.json").read_text())
+    manifest = json.loads((repo / "manifest.json").read_text())
+    input_hw = tuple(manifest["config"]["input_hw"])
+    images = sample_images(out_dir / "images", 8)
+    reference = InProcessPipeline(repo / manifest["engine"]["fp16_baseline_onnx"], input_hw)(
+        [p.read_bytes() for p in images])
+    idle = gpu_memory_mib()
+    with ServedRepository(repo):
+        report["gpu_memory_mib"] = {"idle": idle, "serving": gpu_memory_mib()}
+        with TritonDetector("127.0.0.1:8001") as detector:
+            report["detections_vs_cpu_flavour"] = compare_detections([detector.detect(p) for p in images], reference)
+        dataset = CocoDataset(annotations)
+        report["map_server"] = evaluate_server(lambda: TritonDetector("127.0.0.1:8001"), dataset, limit)
+        report["map_offline_fp32"] = _offline_map(repo / manifest["engine"]["fp16_baseline_onnx"], dataset, input_hw,
+                                                  limit)
+        dali = sweep({"grpc": "grpc://127.0.0.1:8001"}, out_dir / "dali_gpu", USERS)
+    with ServedRepository(cpu_preprocess_variant(repo, Path("model_repository/gpu_cpu_preprocess"))):
+        cpu = sweep({"grpc": "grpc://127.0.0.1:8001"}, out_dir / "cpu_preprocess", USERS)
+    write_report(dali, out_dir / "dali_gpu", "Ensemble, DALI GPU preprocessing")
+    write_report(cpu, out_dir / "cpu_preprocess", "Ensemble, CPU preprocessing")
+    report["qps"] = {"dali_gpu": {r.users: r.rps for r in dali}, "cpu_preprocess": {r.users: r.rps for r in cpu}}
+    (out_dir / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out_dir / "gpu_check.md").write_text(markdown(report))
+    return report
+
+
+def _offline_map(onnx: Path, dataset, input_hw, limit: int) -> dict:
+    from dataclasses import replace
+
+    from yolov6_client.evaluate import SERVER_EVAL_SETTINGS
+
+    from ..evaluate import evaluate, onnx_runner
+
+    return evaluate(onnx_runner(onnx), dataset, input_hw, replace(SERVER_EVAL_SETTINGS, limit=limit))
+
+
+def markdown(report: dict) -> str:
+    det = report["detections_vs_cpu_flavour"]
+    lines = [f"# GPU acceptance run on {report['gpu']}", "",
+             f"Detections vs the CPU flavour's pipeline (FP32 ONNX): {det['matched']}/{det['reference_boxes']} boxes "
+             f"matched (IoU >= {det['iou_tolerance']}, same class)", "",
+             f"mAP@0.5:0.95 served {report['map_server']['map50_95']:.4f} vs offline FP32 "
+             f"{report['map_offline_fp32']['map50_95']:.4f}", "",
+             f"GPU memory: idle {report['gpu_memory_mib']['idle']} MiB, serving {report['gpu_memory_mib']['serving']} MiB",
+             "", "| users | QPS DALI GPU | QPS CPU preprocessing | ratio |", "|---|---|---|---|"]
+    for users, rps in report["qps"]["dali_gpu"].items():
+        cpu = report["qps"]["cpu_preprocess"].get(users) or float("nan")
+        lines.append(f"| {users} | {rps:.1f} | {cpu:.1f} | {rps / cpu:.2f}x |")
+    from ..engine.trt import engines_markdown
+
+    return "\n".join(lines) + "\n\n" + engines_markdown(report["engines"])
