@@ -342,9 +342,9 @@ def cmd_gpu_check(args) -> int:
     if args.preflight_only:
         print(f"GPU host ready: {preflight()}")
         return 0
-    gpu_check(args.checkpoint, args.calib, args.annotations, args.output, args.limit)
+    report = gpu_check(args.checkpoint, args.calib, args.annotations, args.output, args.limit)
     print((args.output / "gpu_check.md").read_text())
-    return 0
+    return 0 if report["checks"]["detections_match"] and report["checks"]["map_within_tolerance"] else 1
 
 
 def cmd_soak(args) -> int:

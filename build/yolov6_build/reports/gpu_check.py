@@ -4,7 +4,7 @@ Builds the gpu repository here (quantization needs no GPU), the INT8 and FP16 pl
 container, serves the repository in the Triton container and measures, in one run on one GPU:
 plan throughput and structure (INT8 vs FP16), detections against the CPU flavour's pipeline, COCO
 mAP through the server vs offline, ensemble QPS with DALI GPU preprocessing vs the same pipeline on
-the CPU (Locust sweep), and the server's GPU memory. Writes gpu_check.{md,json,png}.
+the CPU (Locust sweep), and the GPU memory each model adds. Writes gpu_check.{md,json} and PNG plots.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from ..errors import BuildError
 log = logging.getLogger(__name__)
 COMPOSE = ["docker", "compose", "-f", "docker/docker-compose.yml"]
 BOX_IOU_TOLERANCE = 0.9  # a served box matches the CPU flavour's when IoU >= this, same class
+MIN_MATCHED_BOXES = 0.9  # acceptance: this fraction of the CPU flavour's boxes reproduced by the server
+MAX_MAP_DROP_POINTS = 1.0  # acceptance: served INT8 mAP within this many points of offline FP32
 USERS = (1, 8, 32)
 
 
@@ -60,22 +62,51 @@ def cpu_preprocess_variant(gpu_repo: Path, out: Path) -> Path:
     return out
 
 
+# load order for the per-model GPU memory reading: each model after the models it calls
+LOAD_ORDER = (c.DALI_MODEL, c.PREPROCESS_MODEL, c.DETECTOR_MODEL, c.NMS_MODEL, c.ENSEMBLE_MODEL)
+
+
 class ServedRepository:
-    """``docker compose up triton`` on one repository folder, until the context ends."""
+    """``docker compose up triton`` on one repository folder (explicit model control), until the context ends.
+
+    Loads the models one at a time through the repository API and records the GPU memory each adds.
+    """
 
     def __init__(self, repository: Path):
-        self.env = {"GPU_REPOSITORY": repository.name, "TRITON_ADMIN_KEY": secrets.token_hex(16)}
+        self.repository = repository
+        self.key = secrets.token_hex(16)
+        self.env = {"GPU_REPOSITORY": repository.name, "TRITON_ADMIN_KEY": self.key,
+                    "TRITON_MODEL_CONTROL": "explicit"}
+        self.memory_mib: dict[str, float] = {}
 
-    def __enter__(self):
-        _compose("up", "-d", "--build", "triton", env=self.env)
-        deadline = time.monotonic() + 600
+    def _wait(self, path: str, seconds: float = 600) -> None:
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen("http://127.0.0.1:8000/v2/health/ready", timeout=2):
-                    return self
+                with urllib.request.urlopen(f"http://127.0.0.1:8000{path}", timeout=2):
+                    return
             except OSError:
                 time.sleep(2)
-        raise BuildError("Triton did not become ready in 10 minutes: docker compose logs triton")
+        raise BuildError(f"Triton: {path} not ready in {seconds:.0f} s: docker compose logs triton")
+
+    def _load(self, model: str) -> None:
+        request = urllib.request.Request(f"http://127.0.0.1:8000/v2/repository/models/{model}/load", data=b"{}",
+                                         method="POST", headers={"triton-admin-key": self.key})
+        with urllib.request.urlopen(request, timeout=600):
+            pass
+
+    def __enter__(self):
+        before = gpu_memory_mib()
+        _compose("up", "-d", "--build", "triton", env=self.env)
+        self._wait("/v2/health/live")
+        self.memory_mib["server"] = gpu_memory_mib() - before
+        for model in LOAD_ORDER:
+            if (self.repository / model).is_dir():
+                used = gpu_memory_mib()
+                self._load(model)
+                self.memory_mib[model] = gpu_memory_mib() - used
+        self._wait("/v2/health/ready")
+        return self
 
     def __exit__(self, *exc):
         _compose("down", env=self.env)
@@ -127,9 +158,8 @@ def gpu_check(checkpoint: Path, calib: Path, annotations: Path, out_dir: Path, l
     images = sample_images(out_dir / "images", 8)
     reference = InProcessPipeline(repo / manifest["engine"]["fp16_baseline_onnx"], input_hw)(
         [p.read_bytes() for p in images])
-    idle = gpu_memory_mib()
-    with ServedRepository(repo):
-        report["gpu_memory_mib"] = {"idle": idle, "serving": gpu_memory_mib()}
+    with ServedRepository(repo) as served:
+        report["gpu_memory_mib"] = served.memory_mib
         with TritonDetector("127.0.0.1:8001") as detector:
             report["detections_vs_cpu_flavour"] = compare_detections([detector.detect(p) for p in images], reference)
         dataset = CocoDataset(annotations)
@@ -142,9 +172,17 @@ def gpu_check(checkpoint: Path, calib: Path, annotations: Path, out_dir: Path, l
     write_report(dali, out_dir / "dali_gpu", "Ensemble, DALI GPU preprocessing")
     write_report(cpu, out_dir / "cpu_preprocess", "Ensemble, CPU preprocessing")
     report["qps"] = {"dali_gpu": {r.users: r.rps for r in dali}, "cpu_preprocess": {r.users: r.rps for r in cpu}}
+    report["checks"] = acceptance(report)
     (out_dir / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out_dir / "gpu_check.md").write_text(markdown(report))
     return report
+
+
+def acceptance(report: dict) -> dict:
+    """Pass/fail of the run's two correctness checks (speed is reported, not judged)."""
+    drop = 100 * (report["map_offline_fp32"]["map50_95"] - report["map_server"]["map50_95"])
+    return {"detections_match": report["detections_vs_cpu_flavour"]["fraction"] >= MIN_MATCHED_BOXES,
+            "map_drop_points": round(drop, 2), "map_within_tolerance": drop <= MAX_MAP_DROP_POINTS}
 
 
 def _offline_map(onnx: Path, dataset, input_hw, limit: int) -> dict:
@@ -159,12 +197,15 @@ def _offline_map(onnx: Path, dataset, input_hw, limit: int) -> dict:
 
 def markdown(report: dict) -> str:
     det = report["detections_vs_cpu_flavour"]
-    lines = [f"# GPU acceptance run on {report['gpu']}", "",
+    checks = report["checks"]
+    verdict = "PASSED" if checks["detections_match"] and checks["map_within_tolerance"] else "FAILED"
+    lines = [f"# GPU acceptance run on {report['gpu']}: {verdict}", "",
              f"Detections vs the CPU flavour's pipeline (FP32 ONNX): {det['matched']}/{det['reference_boxes']} boxes "
-             f"matched (IoU >= {det['iou_tolerance']}, same class)", "",
+             f"matched (IoU >= {det['iou_tolerance']}, same class; accepted from {MIN_MATCHED_BOXES:.0%})", "",
              f"mAP@0.5:0.95 served {report['map_server']['map50_95']:.4f} vs offline FP32 "
-             f"{report['map_offline_fp32']['map50_95']:.4f}", "",
-             f"GPU memory: idle {report['gpu_memory_mib']['idle']} MiB, serving {report['gpu_memory_mib']['serving']} MiB",
+             f"{report['map_offline_fp32']['map50_95']:.4f} (drop {checks['map_drop_points']} points, "
+             f"accepted up to {MAX_MAP_DROP_POINTS})", "",
+             "GPU memory added (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in report["gpu_memory_mib"].items()),
              "", "| users | QPS DALI GPU | QPS CPU preprocessing | ratio |", "|---|---|---|---|"]
     for users, rps in report["qps"]["dali_gpu"].items():
         cpu = report["qps"]["cpu_preprocess"].get(users) or float("nan")
