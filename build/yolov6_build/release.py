@@ -3,7 +3,7 @@
 Everything that must match across machines derives from here: the serving and TensorRT images,
 the DALI that serialises and tests the pipeline here (the same DALI the backend runs: the
 ``DALI_VERSION`` file of dali_backend's ``r<TRITON_RELEASE>`` branch), and the Python those
-images run. ``tests/docker/test_release.py`` checks that Dockerfiles, compose, requirements and
+images run. ``tests/docker/test_compose.py::test_one_pinned_release_everywhere`` checks that Dockerfiles, compose, requirements and
 the README agree with these values.
 """
 

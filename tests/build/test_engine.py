@@ -91,11 +91,15 @@ for name in {BLOCKED!r}:
 from yolov6_build.engine.trt import plan_from_manifest
 plan = plan_from_manifest({str(repo)!r})
 print(plan.config.input_hw, plan.config.max_batch_size, plan.config.precision, plan.plan.name)
+third_party = {{name.split(".")[0] for name, module in sys.modules.items() if module is not None}}
+third_party -= set(sys.stdlib_module_names) | {{"yolov6_build", "__main__", "_distutils_hack"}}
+print(sorted(name for name in third_party if not name.startswith("_")))
 from yolov6_build.engine.cli import main
 sys.exit(main([{str(repo)!r}]))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.stdout.splitlines()[0] == "(384, 640) 16 int8 model.plan", result.stderr
+    assert result.stdout.splitlines()[1] == "[]"  # nothing imported beyond the standard library
     # no TensorRT here: the entry point gets as far as saying so
     assert result.returncode == 1 and "TensorRT and a GPU are needed" in result.stderr
 

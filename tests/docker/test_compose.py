@@ -18,7 +18,7 @@ DOCKER = REPO / "docker"
 IMAGE_REQUIREMENTS = {"Dockerfile.triton": ("requirements-triton.txt", release.CONTAINER_PYTHON),
                       "Dockerfile.locust": ("requirements-locust.txt", "3.12")}
 # what the NGC images ship and a pip install must never replace
-NGC_FRAMEWORK = re.compile(r"^(torch|tensorrt.*|nvidia-dali.*|onnxruntime.*|triton|tritonserver|cuda-python|nvidia-.*-cu1\d)$")
+NGC_FRAMEWORK = re.compile(r"^(torch.*|tensorrt.*|nvidia-.*|onnxruntime.*|triton|tritonserver.*|cuda-.*|jax.*|tensorflow.*)$")
 
 
 def _compose_plugin() -> bool:

@@ -153,6 +153,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
         tmp.write(data)
+    os.chmod(tmp.name, 0o644)  # readable by the Triton container and the host user, as a plain write would be
     os.replace(tmp.name, path)
 
 
@@ -221,6 +222,9 @@ def compare_engines(plan: EnginePlan, out_dir: str | Path, seconds: int = 10) ->
 
     The ratio is measured in one run on one GPU (plans and timings do not transfer across GPUs).
     """
+    if plan.config.precision != "int8":
+        raise ConfigError("--compare-fp16 compares the INT8 plan with FP16: this repository has no Q/DQ graph "
+                          "(build it with --calib)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = plan.config

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from .. import contract as c
-from ..errors import BuildError
+from ..errors import BuildError, ConfigError
 
 log = logging.getLogger(__name__)
 COMPOSE = ["docker", "compose", "-f", "docker/docker-compose.yml"]
@@ -45,7 +45,8 @@ def preflight() -> str:
 
 def _compose(*args: str, env: dict | None = None) -> None:
     log.info("$ %s", " ".join([*COMPOSE, *args]))
-    subprocess.run([*COMPOSE, *args], check=True, env={**os.environ, **(env or {})})
+    owner = {"HOST_UID": str(os.getuid()), "HOST_GID": str(os.getgid())}  # the engine's files stay the user's
+    subprocess.run([*COMPOSE, *args], check=True, env={**os.environ, **owner, **(env or {})})
 
 
 def cpu_preprocess_variant(gpu_repo: Path, out: Path) -> Path:
@@ -98,14 +99,18 @@ class ServedRepository:
     def __enter__(self):
         before = gpu_memory_mib()
         _compose("up", "-d", "--build", "triton", env=self.env)
-        self._wait("/v2/health/live")
-        self.memory_mib["server"] = gpu_memory_mib() - before
-        for model in LOAD_ORDER:
-            if (self.repository / model).is_dir():
-                used = gpu_memory_mib()
-                self._load(model)
-                self.memory_mib[model] = gpu_memory_mib() - used
-        self._wait("/v2/health/ready")
+        try:
+            self._wait("/v2/health/live")
+            self.memory_mib["server"] = gpu_memory_mib() - before
+            for model in LOAD_ORDER:
+                if (self.repository / model).is_dir():
+                    used = gpu_memory_mib()
+                    self._load(model)
+                    self.memory_mib[model] = gpu_memory_mib() - used
+            self._wait("/v2/health/ready")
+        except BaseException:
+            self.__exit__()  # never leave a server holding the ports
+            raise
         return self
 
     def __exit__(self, *exc):
@@ -146,6 +151,8 @@ def gpu_check(checkpoint: Path, calib: Path, annotations: Path, out_dir: Path, l
     from ..pipeline import InProcessPipeline
     from .loadtest import sweep, write_report
 
+    if out_dir.is_absolute() or not out_dir.parts or out_dir.parts[0] != "artifacts":
+        raise ConfigError(f"gpu-check writes under artifacts/ (the folder the engine container mounts), not {out_dir}")
     report: dict = {"gpu": preflight()}
     out_dir.mkdir(parents=True, exist_ok=True)
     repo = Path("model_repository/gpu")

@@ -32,13 +32,22 @@ def _to_tensor(name: str, array):
 
 
 def _concatenate(parts):
+    """Rows of one request as one array. On the GPU by plain device copies: CuPy's own concatenate
+    compiles a kernel at run time, which needs CUDA headers the serving image does not have."""
     if len(parts) == 1:
         return parts[0]
     if isinstance(parts[0], np.ndarray):
         return np.concatenate(parts)
     import cupy
 
-    return cupy.concatenate(parts)
+    out = cupy.empty((sum(len(p) for p in parts), *parts[0].shape[1:]), dtype=parts[0].dtype)
+    offset = 0
+    for part in parts:
+        part = cupy.ascontiguousarray(part)  # a row slice of DALI's output: already contiguous, no kernel
+        cupy.cuda.runtime.memcpy(out.data.ptr + offset, part.data.ptr, part.nbytes,
+                                 cupy.cuda.runtime.memcpyDeviceToDevice)
+        offset += part.nbytes
+    return out
 
 
 def padded_batch(encoded: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -78,6 +87,8 @@ class BlsLetterbox:
         batch = self._infer(encoded)
         if not isinstance(batch, Exception):
             return batch
+        if len(encoded) == 1:
+            return [batch]
         # DALI fails its whole batch when one image is bad: run each image alone
         return [result if isinstance(result, Exception) else result[0]
                 for result in (self._infer([e]) for e in encoded)]
