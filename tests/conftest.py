@@ -59,13 +59,40 @@ def checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def repository(checkpoint, tmp_path_factory):
-    """CPU repository with the FP32 detector (no calibration: keeps the session fast)."""
-    from yolov6_build.build_repo import build_repository
+def quantized(checkpoint, tmp_path_factory):
+    """The quantize stage's graphs for the test checkpoint, calibrated on 32 synthetic images (about 20 s)."""
+    from yolov6_build.quantize.stage import QuantizeStageConfig, run_quantize
+    from yolov6_build.synthetic import write_split
 
-    out = tmp_path_factory.mktemp("repo") / "cpu"
-    build_repository(checkpoint, out, "cpu", max_batch_size=4)
+    root = tmp_path_factory.mktemp("quantize")
+    calib = write_split(root / "data", "calib", 32, seed=11)
+    run_quantize(checkpoint, calib, root / "graphs", QuantizeStageConfig(calib_images=32), progress=False)
+    return root / "graphs"
+
+
+def build_int8_repository(checkpoint, quantized, out, runtime: str):
+    """A CPU repository serving the INT8 graph that ``runtime`` runs (as build-repo --calib makes it)."""
+    from yolov6_build.build_repo import build_repository, served_int8_graph
+
+    build_repository(checkpoint, out, "cpu", detector_onnx=quantized / served_int8_graph("cpu", runtime),
+                     max_batch_size=4, detector_runtime=runtime)
     return out
+
+
+@pytest.fixture(scope="session")
+def repository(checkpoint, quantized, tmp_path_factory):
+    """The CPU repository as served by default: INT8 detector on the default runtime."""
+    from yolov6_build.repository import RepositoryConfig
+
+    return build_int8_repository(checkpoint, quantized, tmp_path_factory.mktemp("repo") / "cpu",
+                                 RepositoryConfig.detector_runtime)
+
+
+def runtime_of(repository) -> str:
+    """The detector runtime a built repository serves with."""
+    import json
+
+    return json.loads((Path(repository) / "repository.json").read_text())["detector_runtime"]
 
 
 def start_server(repository, work_dir, **options):

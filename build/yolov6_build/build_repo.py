@@ -28,6 +28,12 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def served_int8_graph(flavour: str, runtime: str) -> str:
+    """Which graph of the quantize stage a flavour serves: TensorRT and OpenVINO run the Q/DQ graph
+    as it is; ONNX Runtime runs its own QDQ form."""
+    return "detector_int8_ort.onnx" if flavour == "cpu" and runtime == "ort" else "detector_qdq.onnx"
+
+
 def repository_config_for(checkpoint_info, flavour: str, **overrides) -> RepositoryConfig:
     """Defaults from the checkpoint (input size, class names), then explicit overrides."""
     names = default_class_names(checkpoint_info.num_classes, checkpoint_info.class_names)
@@ -40,7 +46,7 @@ def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", dete
     """Write a complete repository for ``flavour`` into ``out_dir``; returns the manifest path.
 
     The detector graph: ``detector_onnx`` when given; else, with ``calib`` images, the INT8 graph
-    PTQ makes from them (ORT QDQ for cpu, explicit Q/DQ for gpu's TensorRT); else FP32.
+    PTQ makes from them (``served_int8_graph``); else FP32.
     cpu places it as model.onnx; gpu writes model.dali and the ONNX TensorRT builds model.plan from.
     """
     quantize_report = None
@@ -49,7 +55,7 @@ def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", dete
 
         quant_dir = Path(out_dir).parent / f"{Path(out_dir).name}_quantize"
         quantize_report = run_quantize(checkpoint, calib, quant_dir, quantize_config or QuantizeStageConfig())
-        detector_onnx = quant_dir / ("detector_int8_ort.onnx" if flavour == "cpu" else "detector_qdq.onnx")
+        detector_onnx = quant_dir / served_int8_graph(flavour, overrides.get("detector_runtime") or "openvino")
     from .export.onnx import export_onnx
     from .model.checkpoint import load_deploy_model
 

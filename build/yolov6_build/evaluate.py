@@ -32,6 +32,9 @@ class EvalSettings:
     max_detections: int = c.EVAL_MAX_DETECTIONS
     batch_size: int = 8
     limit: int | None = None  # evaluate the first N images only
+    # 'reference': OpenCV decode + the numpy/OpenCV letterbox; 'dali': the served DALI letterbox, for
+    # server-vs-offline checks of INT8 graphs, where one grey level of resize difference moves mAP
+    preprocess: str = "reference"
 
 
 def torch_runner(model) -> Runner:
@@ -72,23 +75,55 @@ def onnx_runner(path: str | Path, threads: int = 0) -> Runner:
     return run
 
 
+def detector_runner(path: str | Path, runtime: str, threads: int = 0) -> Runner:
+    """A top-k candidate graph on a CPU runtime (``runtime.RUNTIMES``); Q/DQ graphs run INT8 kernels."""
+    from .runtime import load_detector
+
+    return load_detector(path, runtime, threads)
+
+
 def predict_dataset(runner: Runner, dataset: CocoDataset, input_hw: tuple[int, int],
                     settings: EvalSettings = EvalSettings(), progress: bool = True) -> dict[int, Detections]:
     """Detections (original pixels) per image id, with the reference letterbox."""
     from tqdm import tqdm
 
     samples = dataset.samples[: settings.limit] if settings.limit else dataset.samples
+    letterbox = _letterbox(settings, input_hw)
     results: dict[int, Detections] = {}
     for start in tqdm(range(0, len(samples), settings.batch_size), desc="evaluate", unit="batch",
                       disable=not progress or None, leave=False):
         chunk = samples[start:start + settings.batch_size]
-        prepared = [letterbox_image(load_rgb(s.path), input_hw) for s in chunk]
+        prepared = letterbox([s.path for s in chunk])
         boxes, scores, classes = runner(np.stack([p[0] for p in prepared]))
         for i, sample in enumerate(chunk):
             results[sample.image_id] = detections_for_image(
-                boxes[i], scores[i], classes[i], prepared[i][1].as_array(), settings.conf_threshold,
+                boxes[i], scores[i], classes[i], prepared[i][1], settings.conf_threshold,
                 settings.iou_threshold, settings.max_detections)
     return results
+
+
+def _letterbox(settings: EvalSettings, input_hw: tuple[int, int]):
+    """paths -> [(image float32 [3,H,W], geometry float32 [6])] with the settings' preprocessing."""
+    if settings.preprocess == "dali":
+        from .dali.pipeline import CpuLetterbox
+
+        dali = CpuLetterbox(input_hw, settings.batch_size)
+
+        def served(paths):
+            results = dali([Path(p).read_bytes() for p in paths])
+            failed = next((r for r in results if isinstance(r, Exception)), None)
+            if failed is not None:
+                raise failed
+            return results
+
+        return served
+    if settings.preprocess != "reference":
+        raise ValueError(f"preprocess must be 'reference' or 'dali', got {settings.preprocess!r}")
+
+    def reference(paths):
+        return [(image, box.as_array()) for image, box in (letterbox_image(load_rgb(p), input_hw) for p in paths)]
+
+    return reference
 
 
 def coco_results(dataset: CocoDataset, detections: dict[int, Detections]) -> list[dict]:

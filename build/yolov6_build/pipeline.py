@@ -1,4 +1,4 @@
-"""The served pipeline run in-process: letterbox -> ONNX Runtime detector -> numpy NMS.
+"""The served pipeline run in-process: letterbox -> detector (OpenVINO or ONNX Runtime) -> numpy NMS.
 
 Same code as the Triton models (CpuLetterbox, the detector graph, postprocess), without the
 server; the reference for server parity tests and the baseline of the benchmarks. ``preprocess``
@@ -55,11 +55,11 @@ def make_preprocessor(kind: str, input_hw: tuple[int, int], max_batch_size: int 
 class InProcessPipeline:
     def __init__(self, detector_onnx: str | Path, input_hw: tuple[int, int], conf_threshold: float = c.SERVE_CONF_THRESHOLD,
                  iou_threshold: float = c.SERVE_IOU_THRESHOLD, max_detections: int = c.SERVE_MAX_DETECTIONS,
-                 max_batch_size: int = 8, threads: int = 0, preprocess: str = "dali"):
-        from .evaluate import onnx_runner
+                 max_batch_size: int = 8, threads: int = 0, preprocess: str = "dali", runtime: str = "ort"):
+        from .runtime import load_detector
 
         self.letterbox = make_preprocessor(preprocess, input_hw, max_batch_size)
-        self.runner = onnx_runner(detector_onnx, threads)
+        self.runner = load_detector(detector_onnx, runtime, threads)
         self.thresholds = (conf_threshold, iou_threshold, max_detections)
 
     def __call__(self, encoded_images: list[bytes]) -> list[Detections | Exception]:

@@ -4,7 +4,7 @@ Layout (``<out>/<model>/config.pbtxt`` and ``<out>/<model>/1/...``):
     yolov6             ensemble: image bytes -> num_detections, boxes, scores, classes
     yolov6_preprocess  Python: DALI letterbox (cpu: in-process; gpu: BLS to yolov6_dali)
     yolov6_dali        gpu only: DALI backend, serialised mixed-decoder pipeline (model.dali)
-    yolov6_detector    cpu: Python + ONNX Runtime (model.onnx); gpu: TensorRT (model.plan)
+    yolov6_detector    cpu: Python + OpenVINO or ONNX Runtime (model.onnx); gpu: TensorRT (model.plan)
     yolov6_nms         Python: numpy class-aware NMS and box mapping
 Configs and model.py files are text and deterministic; model files are placed by ``build_repository``.
 """
@@ -20,6 +20,7 @@ import numpy as np
 
 from . import contract as c
 from .errors import ConfigError
+from .runtime import RUNTIMES
 
 FLAVOURS = ("cpu", "gpu")
 WARMUP_FILE = "warmup_image.jpg"
@@ -44,7 +45,8 @@ class RepositoryConfig:
     conf_threshold: float = c.SERVE_CONF_THRESHOLD
     iou_threshold: float = c.SERVE_IOU_THRESHOLD
     max_detections: int = c.SERVE_MAX_DETECTIONS
-    intra_op_threads: int = 0  # ORT threads per detector instance; 0 = all cores
+    intra_op_threads: int = 0  # detector threads per instance (OpenVINO or ORT); 0 = all cores
+    detector_runtime: str = "openvino"  # cpu flavour: runtime.RUNTIMES (measured faster at equal accuracy)
     dali_threads: int = 2  # CPU threads of the DALI pipeline (both flavours)
 
     def __post_init__(self):
@@ -58,6 +60,8 @@ class RepositoryConfig:
                      "max_detections"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.detector_runtime not in RUNTIMES:
+            raise ConfigError(f"detector_runtime must be one of {RUNTIMES}, got {self.detector_runtime!r}")
         if self.max_detections > self.topk:
             raise ConfigError(f"max_detections ({self.max_detections}) cannot exceed topk ({self.topk})")
 
@@ -165,7 +169,8 @@ def detector_config(cfg: RepositoryConfig) -> str:
     if cfg.flavour == "cpu":
         head = _header(c.DETECTOR_MODEL, "python", cfg)
         tail = (_instances(cfg.detector_instances, "KIND_CPU")
-                + _parameters({"onnx_file": "model.onnx", "intra_op_threads": cfg.intra_op_threads}))
+                + _parameters({"onnx_file": "model.onnx", "runtime": cfg.detector_runtime,
+                               "intra_op_threads": cfg.intra_op_threads}))
     else:
         head = _header(c.DETECTOR_MODEL, "tensorrt_plan", cfg, platform=True)
         tail = _instances(cfg.detector_instances, "KIND_GPU")
@@ -224,7 +229,7 @@ def render_repository(cfg: RepositoryConfig, warmup_bytes: int) -> dict[str, str
         f"{c.NMS_MODEL}/1/model.py": _model_py("nms"),
     }
     if cfg.flavour == "cpu":
-        files[f"{c.DETECTOR_MODEL}/1/model.py"] = _model_py("detector_ort")
+        files[f"{c.DETECTOR_MODEL}/1/model.py"] = _model_py("detector_cpu")
     else:
         files[f"{c.DALI_MODEL}/config.pbtxt"] = dali_config(cfg, warmup_bytes)
     return files

@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--images", type=Path, default=None, help="image folder (default: COCO layout)")
     evaluate.add_argument("--limit", type=int, default=None, help="first N images only")
     evaluate.add_argument("--compare-onnx", type=Path, default=None,
-                          help="also score this detector ONNX offline (same thresholds) and print the difference")
+                          help="also score this detector ONNX offline (same thresholds and letterbox) and print the difference")
+    evaluate.add_argument("--compare-runtime", choices=("openvino", "ort"), default="ort",
+                          help="runtime of the --compare-onnx run: the one the server's detector uses (default ort)")
     evaluate.add_argument("-o", "--output", type=Path, default=None, help="write the result as JSON here")
     _add_connection_args(evaluate)
     return parser
@@ -130,12 +132,12 @@ def run_eval(args) -> int:
     if args.compare_onnx:
         from dataclasses import replace
 
-        from yolov6_build.evaluate import evaluate, onnx_runner
+        from yolov6_build.evaluate import detector_runner, evaluate
 
         with connect() as probe:
             input_hw = probe.input_hw
-        settings = replace(SERVER_EVAL_SETTINGS, limit=args.limit)
-        offline = evaluate(onnx_runner(args.compare_onnx), dataset, input_hw, settings, not args.no_progress)
+        settings = replace(SERVER_EVAL_SETTINGS, limit=args.limit, preprocess="dali")  # the served letterbox
+        offline = evaluate(detector_runner(args.compare_onnx, args.compare_runtime), dataset, input_hw, settings, not args.no_progress)
         delta = 100 * (result["server"]["map50_95"] - offline["map50_95"])
         result.update(offline=offline, delta_map50_95_points=round(delta, 3))
         print(f"offline mAP@0.5:0.95 {offline['map50_95']:.4f}  mAP@0.5 {offline['map50']:.4f}"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from yolov6_build import contract as c
+from tests.conftest import runtime_of
 from yolov6_build.pipeline import InProcessPipeline
 from yolov6_client import ServerError, TritonDetector
 
@@ -23,7 +24,8 @@ def _assert_same(a, b):
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_server_detections_equal_in_process_pipeline(server, repository, images, protocol):
     pipeline = InProcessPipeline(repository / c.DETECTOR_MODEL / "1" / "model.onnx", (320, 320),
-                                 conf_threshold=LOW_CONF, max_detections=c.SERVE_MAX_DETECTIONS)
+                                 conf_threshold=LOW_CONF, max_detections=c.SERVE_MAX_DETECTIONS,
+                                 runtime=runtime_of(repository))
     expected = pipeline([p.read_bytes() for p in images])
     url = server.grpc_url if protocol == "grpc" else server.http_url
     with TritonDetector(url, protocol) as detector:

@@ -25,8 +25,12 @@ class CandidateDetector(nn.Module):
         prediction = self.model(images)  # (B, N, 5+nc)
         scores_all = prediction[..., 5:] * prediction[..., 4:5]
         best_scores, best_classes = scores_all.max(dim=-1)  # (B, N)
-        k = min(self.topk, prediction.shape[1])
+        batch, anchors = prediction.shape[:2]
+        k = min(self.topk, anchors)
         scores, index = best_scores.topk(k, dim=1)  # (B, K), descending
-        xywh = prediction[..., :4].gather(1, index.unsqueeze(-1).expand(-1, -1, 4))
+        # Row indices into the batch flattened to (B*N, ...): a plain Gather, which every runtime
+        # takes (a GatherElements with broadcast indices loads in ONNX Runtime but not in OpenVINO).
+        rows = index + torch.arange(batch, device=index.device).unsqueeze(1) * anchors
+        xywh = prediction[..., :4].reshape(-1, 4)[rows]  # (B, K, 4)
         boxes_xyxy = torch.cat([xywh[..., :2] - xywh[..., 2:] / 2, xywh[..., :2] + xywh[..., 2:] / 2], -1)
-        return boxes_xyxy, scores, best_classes.gather(1, index).to(torch.int32)
+        return boxes_xyxy, scores, best_classes.reshape(-1)[rows].to(torch.int32)
