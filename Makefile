@@ -90,7 +90,7 @@ quant-report: dataset  ## mAP of FP32 / PTQ per calibrator / partial PTQ / stock
 qat-report: dataset  ## QAT and QAT + channel-wise distillation from the PTQ demo model: mAP table, Q/DQ + ORT exports
 	$(CLI) qat $(DEMO_MODEL) -o artifacts/reports/qat
 
-bench-int8: setup  ## ORT CPU throughput INT8 vs FP32, n and s at 640, batch 1 and 8 (random weights)
+bench-int8: dataset  ## served CPU INT8 vs OpenVINO FP32, NNCF and ORT stock INT8: n/s at 640, demo at 320 with mAP
 	$(CLI) bench-int8 -o artifacts/reports/bench_int8
 
 bench-nms: build-repo  ## NMS step cost per image (random worst case and the demo model's real candidates)

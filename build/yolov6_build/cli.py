@@ -277,7 +277,9 @@ def cmd_repopt_report(args) -> int:
 def cmd_bench_int8(args) -> int:
     from .reports.bench_int8 import bench_int8
 
-    bench_int8(args.output, tuple(args.sizes), args.img_size, tuple(args.batches), args.seconds)
+    demo = None if args.no_demo else args.demo_checkpoint
+    bench_int8(args.output, tuple(args.sizes), args.img_size, tuple(args.batches), args.seconds, demo,
+               args.annotations, args.calib)
     print((Path(args.output) / "bench_int8.md").read_text())
     return 0
 
@@ -561,6 +563,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=_hw, default=(640, 640))
     p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     p.add_argument("--seconds", type=float, default=6.0, help="timed seconds per measurement")
+    p.add_argument("--demo-checkpoint", type=Path, default=Path("models/yolov6n_synthetic_320.pt"),
+                   help="also measure this model at its own size, with mAP beside each speed")
+    p.add_argument("--no-demo", action="store_true", help="random-weight speed rows only")
+    p.add_argument("--annotations", type=Path, default=VAL_ANNOTATIONS)
+    p.add_argument("--calib", type=Path, default=CALIB_DIR)
     p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/bench_int8"))
     p.set_defaults(func=cmd_bench_int8)
 

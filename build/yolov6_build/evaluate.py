@@ -17,8 +17,9 @@ import numpy as np
 
 from . import contract as c
 from .data import CocoDataset, load_rgb
-from .geometry import Detections, candidates_from_raw, letterbox_image
+from .geometry import Detections, letterbox_image
 from .postprocess import detections_for_image
+from .runtime import split_raw
 
 log = logging.getLogger(__name__)
 
@@ -45,34 +46,14 @@ def torch_runner(model) -> Runner:
     def run(images: np.ndarray):
         with torch.no_grad():
             raw = model(torch.from_numpy(images)).numpy()
-        return _split_raw(raw)
+        return split_raw(raw)
 
     return run
-
-
-def _split_raw(raw: np.ndarray):
-    per_image = [candidates_from_raw(r) for r in raw]
-    return tuple(np.stack([p[i] for p in per_image]) for i in range(3))
 
 
 def onnx_runner(path: str | Path, threads: int = 0) -> Runner:
     """ONNX Runtime on CPU; accepts graphs with raw ``outputs`` or the top-k candidate outputs."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-
-    def run(images: np.ndarray):
-        if c.CANDIDATE_BOXES in names:
-            outs = session.run([c.CANDIDATE_BOXES, c.CANDIDATE_SCORES, c.CANDIDATE_CLASSES],
-                               {c.DETECTOR_INPUT: images})
-            return tuple(outs)
-        return _split_raw(session.run([c.DETECTOR_OUTPUT], {c.DETECTOR_INPUT: images})[0])
-
-    return run
+    return detector_runner(path, "ort", threads)
 
 
 def detector_runner(path: str | Path, runtime: str, threads: int = 0) -> Runner:

@@ -68,11 +68,18 @@ def _detect(server, data: bytes):
             return exc
 
 
-def _assert_close(a, b):
-    assert len(a) == len(b) > 0
-    np.testing.assert_array_equal(a.class_ids, b.class_ids)
-    np.testing.assert_allclose(a.scores, b.scores, atol=0.03)
-    np.testing.assert_allclose(a.boxes_xyxy, b.boxes_xyxy, atol=3.0)
+def _assert_close(a, b, confident: float = 0.3):
+    """Every confident detection of each has a twin in the other: same class, score within 0.03,
+    box within 3 px. (Near the 0.05 request threshold an INT8 detector may keep or drop a box for
+    one grey level of decoding difference, so the weak tail is not compared.)"""
+    assert (a.scores >= confident).any() and (b.scores >= confident).any()
+    for x, y in ((a, b), (b, a)):
+        for box, score, cls in zip(x.boxes_xyxy, x.scores, x.class_ids):
+            if score < confident:
+                continue
+            twin = ((y.class_ids == cls) & (np.abs(y.scores - score) <= 0.03)
+                    & (np.abs(y.boxes_xyxy - box).max(axis=1) <= 3.0))
+            assert twin.any(), (box, score, cls)
 
 
 def test_other_encodings_of_the_same_pixels_give_the_same_detections(server, scene):

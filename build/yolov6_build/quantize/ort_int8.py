@@ -84,6 +84,15 @@ def quantize_for_ort(fp32_onnx: str | Path, out_path: str | Path, batches, float
     return out_path
 
 
+def quantize_static_qdq(fp32_onnx: str | Path, out_path: str | Path, batches) -> Path:
+    """The stock ORT path a competent user takes: QDQ, per-channel int8 weights, uint8 activations,
+    every supported op, MinMax calibration, no knowledge of the model."""
+    q = require("onnxruntime.quantization")
+    q.quantize_static(str(fp32_onnx), str(out_path), _Reader(batches), quant_format=q.QuantFormat.QDQ,
+                      per_channel=True, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
+    return Path(out_path)
+
+
 def quantize_stock(fp32_onnx: str | Path, out_path: str | Path, batches) -> Path:
     """What a user gets without this bundle: ``quantize_static`` with its default settings."""
     q = require("onnxruntime.quantization")

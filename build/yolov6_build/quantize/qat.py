@@ -149,7 +149,7 @@ def qat_report(checkpoint: Path, train_annotations: Path, val_annotations: Path,
                val_limit: int | None = None) -> dict:
     """mAP of FP32, PTQ, partial PTQ, QAT and QAT + CWD on one val set; exports the QAT + CWD model."""
     from ..data import CocoDataset
-    from ..evaluate import EvalSettings, evaluate, map_evaluator, onnx_runner
+    from ..evaluate import EvalSettings, detector_runner, evaluate, map_evaluator, onnx_runner
     from ..export.onnx import export_onnx
     from ..model.checkpoint import load_deploy_model
     from .calibration import load_batches
@@ -181,9 +181,12 @@ def qat_report(checkpoint: Path, train_annotations: Path, val_annotations: Path,
         histories[name] = train_qat(student, teacher, QatConfig(**{**asdict(cfg), "distill": distill}), hw)
         rows[name] = torch_map(student)
         log.info("%s: %.4f", name, rows[name])
-    # Artifacts of the last (QAT + CWD) model: explicit Q/DQ for TensorRT, and the CPU INT8 graph
-    # (ORT quantize_static over the fine-tuned FP32 weights with the same calibration images).
-    export_onnx(student, out / "detector_qat_qdq.onnx", hw, topk=1000)
+    # Artifacts of the last (QAT + CWD) model: explicit Q/DQ for TensorRT and the served CPU runtime
+    # (OpenVINO runs it with the QAT scales), and the ORT INT8 graph (ORT quantize_static over the
+    # fine-tuned FP32 weights with the same calibration images).
+    qat_qdq = export_onnx(student, out / "detector_qat_qdq.onnx", hw, topk=1000)
+    rows["QAT + CWD, Q/DQ graph on OpenVINO (served CPU)"] = evaluate(
+        detector_runner(qat_qdq, "openvino"), val, hw, EvalSettings(limit=val_limit), progress=False)["map50_95"]
     fp32_weights = copy.deepcopy(student)
     for _, quantizer in quantizers(fp32_weights):
         quantizer.disable()
