@@ -28,10 +28,12 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def served_int8_graph(flavour: str, runtime: str) -> str:
-    """Which graph of the quantize stage a flavour serves: TensorRT and OpenVINO run the Q/DQ graph
-    as it is; ONNX Runtime runs its own QDQ form."""
-    return "detector_int8_ort.onnx" if flavour == "cpu" and runtime == "ort" else "detector_qdq.onnx"
+def served_int8_graph(flavour: str) -> str:
+    """Which graph of the quantize stage a flavour serves. gpu: the explicit Q/DQ graph TensorRT
+    builds from. cpu: the QDQ graph with Q/DQ where CPU integer kernels fuse (uint8 activations,
+    per-channel int8 weights), one file for both runtimes: measured, OpenVINO runs the explicit Q/DQ
+    graph 0.4-0.7 mAP points below its fake-quant accuracy, and this one within 0.1 of ORT (README)."""
+    return "detector_int8_ort.onnx" if flavour == "cpu" else "detector_qdq.onnx"
 
 
 def repository_config_for(checkpoint_info, flavour: str, **overrides) -> RepositoryConfig:
@@ -55,7 +57,7 @@ def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", dete
 
         quant_dir = Path(out_dir).parent / f"{Path(out_dir).name}_quantize"
         quantize_report = run_quantize(checkpoint, calib, quant_dir, quantize_config or QuantizeStageConfig())
-        detector_onnx = quant_dir / served_int8_graph(flavour, overrides.get("detector_runtime") or "openvino")
+        detector_onnx = quant_dir / served_int8_graph(flavour)
     from .export.onnx import export_onnx
     from .model.checkpoint import load_deploy_model
 

@@ -22,6 +22,7 @@ TRAIN_ANNOTATIONS = DATASET / "annotations" / "instances_train.json"
 VAL_ANNOTATIONS = DATASET / "annotations" / "instances_val.json"
 CALIB_DIR = DATASET / "calib"
 CALIBRATOR_CHOICES = ("max", "percentile", "mse", "entropy")  # quantize.ptq.CALIBRATORS, without importing torch
+DEFAULT_CALIBRATOR = "max"  # quantize.ptq.PtqConfig.calibrator, likewise
 
 
 def _hw(text: str) -> tuple[int, int]:
@@ -373,8 +374,8 @@ def cmd_bench_serving(args) -> int:
 def _add_ptq_options(p) -> None:
     p.add_argument("checkpoint", type=Path, help="input checkpoint (any supported format)")
     p.add_argument("--calib", type=Path, required=True, help="calibration images: a folder or a COCO instances_*.json")
-    p.add_argument("--calibrator", choices=CALIBRATOR_CHOICES, default="percentile",
-                   help="activation range method (default percentile)")
+    p.add_argument("--calibrator", choices=CALIBRATOR_CHOICES, default=DEFAULT_CALIBRATOR,
+                   help=f"activation range method (default {DEFAULT_CALIBRATOR})")
     p.add_argument("--percentile", type=float, default=99.99, help="for --calibrator percentile (default 99.99)")
     p.add_argument("--calib-images", type=int, default=128, help="calibration images used (default 128)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -426,8 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=None, help="repository folder (default model_repository/FLAVOUR)")
     p.add_argument("--calib", type=Path, default=None,
                    help="calibration images (folder or COCO json): serve INT8 (PTQ); without it, FP32")
-    p.add_argument("--calibrator", choices=CALIBRATOR_CHOICES, default="percentile",
-                   help="with --calib: activation range method (default percentile)")
+    p.add_argument("--calibrator", choices=CALIBRATOR_CHOICES, default=DEFAULT_CALIBRATOR,
+                   help=f"with --calib: activation range method (default {DEFAULT_CALIBRATOR})")
     p.add_argument("--calib-images", type=int, default=128, help="with --calib: images used (default 128)")
     _add_scale_sharing(p)
     p.add_argument("--detector-onnx", type=Path, default=None,
@@ -443,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-det", type=int, default=None, help="detections per image, output size (default 100)")
     p.add_argument("--threads", type=int, default=None, help="detector threads per instance (0 = all cores)")
     p.add_argument("--runtime", choices=RUNTIMES, default=None,
-                   help="cpu flavour: detector runtime (default openvino: faster at equal accuracy, see README)")
+                   help="cpu flavour: detector runtime (default ort: faster on the same graph, see README)")
     p.set_defaults(func=cmd_build_repo)
 
     p = sub.add_parser("serve", help="run the embedded Triton server on a repository until Ctrl-C")

@@ -29,13 +29,14 @@ def test_fp32_detector_graph_runs_the_same_in_openvino_and_ort(quantized, letter
             assert same.any(), (image, i, ov_scores[image, i], ov_classes[image, i])
 
 
-def test_openvino_runs_every_conv_of_the_qdq_graph_in_int8(quantized):
+@pytest.mark.parametrize("graph", ["detector_int8_ort.onnx", "detector_qdq.onnx"])  # served CPU, TensorRT's
+def test_openvino_runs_every_conv_of_the_int8_graphs_in_int8(quantized, graph):
     import onnx
 
-    detector = OpenVinoDetector(quantized / "detector_qdq.onnx", 2)
+    detector = OpenVinoDetector(quantized / graph, 2)
     precisions = [op.get_rt_info()["runtimePrecision"].astype(str) for op in detector.compiled.get_runtime_model().get_ops()
                   if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
-    graph_convs = sum(n.op_type == "Conv" for n in onnx.load(str(quantized / "detector_qdq.onnx")).graph.node)
+    graph_convs = sum(n.op_type == "Conv" for n in onnx.load(str(quantized / graph)).graph.node)
     assert len(precisions) == graph_convs and set(precisions) <= {"u8", "i8"}, precisions
 
 
