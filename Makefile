@@ -40,8 +40,10 @@ demo: setup  ## build the CPU repository from the demo model, serve it, detect s
 build-repo: dataset  ## INT8 model_repository/$(FLAVOUR) from $(CHECKPOINT), calibrated on $(CALIB) (FLAVOUR=cpu|gpu)
 	$(CLI) build-repo $(CHECKPOINT) --flavour $(FLAVOUR) --calib $(CALIB)
 
-serve: setup  ## serve model_repository/$(FLAVOUR) on 127.0.0.1 (8000 http, 8001 grpc, 8002 metrics) until Ctrl-C
-	$(CLI) serve model_repository/$(FLAVOUR)
+serve: setup  ## serve model_repository/cpu on 127.0.0.1 (8000 http, 8001 grpc, 8002 metrics) until Ctrl-C; builds it first if needed
+	@if [ "$(FLAVOUR)" = gpu ]; then echo "the gpu repository is served by the Triton container: see README, 'The GPU flavour'"; exit 2; fi
+	test -f model_repository/cpu/yolov6_detector/1/model.onnx || $(MAKE) build-repo FLAVOUR=cpu
+	$(CLI) serve model_repository/cpu
 
 dataset: setup  ## generate the synthetic COCO-format dataset (train/val/calib) into $(DATASET)
 	test -f $(DATASET)/annotations/instances_calib.json || $(CLI) make-dataset -o $(DATASET)

@@ -44,18 +44,21 @@ def repository_config_for(checkpoint_info, flavour: str, **overrides) -> Reposit
 
 
 def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", detector_onnx: Path | None = None,
-                     calib: Path | None = None, quantize_config=None, **overrides) -> Path:
+                     calib: Path | None = None, quantize_config=None, quantize_dir: Path | None = None,
+                     **overrides) -> Path:
     """Write a complete repository for ``flavour`` into ``out_dir``; returns the manifest path.
 
     The detector graph: ``detector_onnx`` when given; else, with ``calib`` images, the INT8 graph
     PTQ makes from them (``served_int8_graph``); else FP32.
     cpu places it as model.onnx; gpu writes model.dali and the ONNX TensorRT builds model.plan from.
+    The quantize stage's intermediates go to ``quantize_dir`` (default ``artifacts/quantize/<name>``),
+    never into the model repository tree, which holds only what Triton serves.
     """
     quantize_report = None
     if detector_onnx is None and calib is not None:
         from .quantize.stage import QuantizeStageConfig, run_quantize
 
-        quant_dir = Path(out_dir).parent / f"{Path(out_dir).name}_quantize"
+        quant_dir = Path(quantize_dir or Path("artifacts") / "quantize" / Path(out_dir).name)
         quantize_report = run_quantize(checkpoint, calib, quant_dir, quantize_config or QuantizeStageConfig())
         detector_onnx = quant_dir / served_int8_graph(flavour)
     from .export.onnx import export_onnx

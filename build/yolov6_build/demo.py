@@ -46,7 +46,8 @@ def run_demo(checkpoint: Path, repository: Path, out_dir: Path, server, images: 
         calib = calib / "calib"
     from .quantize.stage import QuantizeStageConfig
 
-    build_repository(checkpoint, repository, "cpu", calib=calib, quantize_config=QuantizeStageConfig(calib_images=64))
+    build_repository(checkpoint, repository, "cpu", calib=calib, quantize_config=QuantizeStageConfig(calib_images=64),
+                     quantize_dir=out_dir / "quantize")
     paths = expand_inputs([str(images)]) if images else sample_images(out_dir / "inputs")
     if not paths:
         raise ConfigError(f"no images found in {images}")

@@ -129,11 +129,20 @@ class TritonServer:
             return self.options.admin_key
         import secrets
 
+        import tempfile
+
         key = secrets.token_urlsafe(24)
-        path = self.work_dir / "admin_key"
-        path.write_text(key)
-        path.chmod(0o600)
+        # mkstemp creates the file 0600 before a byte is written; the rename makes it appear whole
+        fd, tmp = tempfile.mkstemp(dir=self.work_dir, prefix=".admin_key.")
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        os.replace(tmp, self.admin_key_path)
         return key
+
+    @property
+    def admin_key_path(self) -> Path:
+        """Where a generated key is kept while the server runs (removed by ``stop``)."""
+        return self.work_dir / "admin_key"
 
     def command(self) -> list[str]:
         o = self.options
@@ -243,6 +252,7 @@ class TritonServer:
                 self.process.wait()
         self.process = None
         self._log_file.close()
+        self.admin_key_path.unlink(missing_ok=True)
 
     def __enter__(self) -> "TritonServer":
         return self.start()

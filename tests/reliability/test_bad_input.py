@@ -33,6 +33,10 @@ def _png16(rgb: np.ndarray) -> bytes:
     return data.tobytes()
 
 
+LOSSY = {"cmyk_jpeg"}  # near-same pixels: the INT8 detector's scores move by up to 0.05 (measured 0.046)
+LOSSY_SCORE_TOLERANCE = 0.06
+
+
 def _variants(rgb: np.ndarray) -> dict[str, bytes]:
     """Same pixels, other encodings: each must give the lossless PNG's detections."""
     image = Image.fromarray(rgb)
@@ -68,8 +72,8 @@ def _detect(server, data: bytes):
             return exc
 
 
-def _assert_close(a, b, confident: float = 0.3):
-    """Every confident detection of each has a twin in the other: same class, score within 0.03,
+def _assert_close(a, b, confident: float = 0.3, score_tolerance: float = 0.03):
+    """Every confident detection of each has a twin in the other: same class, score within the tolerance,
     box within 3 px. (Near the 0.05 request threshold an INT8 detector may keep or drop a box for
     one grey level of decoding difference, so the weak tail is not compared.)"""
     assert (a.scores >= confident).any() and (b.scores >= confident).any()
@@ -77,7 +81,7 @@ def _assert_close(a, b, confident: float = 0.3):
         for box, score, cls in zip(x.boxes_xyxy, x.scores, x.class_ids):
             if score < confident:
                 continue
-            twin = ((y.class_ids == cls) & (np.abs(y.scores - score) <= 0.03)
+            twin = ((y.class_ids == cls) & (np.abs(y.scores - score) <= score_tolerance)
                     & (np.abs(y.boxes_xyxy - box).max(axis=1) <= 3.0))
             assert twin.any(), (box, score, cls)
 
@@ -87,7 +91,7 @@ def test_other_encodings_of_the_same_pixels_give_the_same_detections(server, sce
     for name, data in _variants(scene).items():
         result = _detect(server, data)
         assert not isinstance(result, ServerError), f"{name}: {result}"
-        _assert_close(result, reference)
+        _assert_close(result, reference, score_tolerance=LOSSY_SCORE_TOLERANCE if name in LOSSY else 0.03)
 
 
 @pytest.mark.parametrize("size", [(1, 1), (1, 700), (3000, 2)])

@@ -65,3 +65,14 @@ def test_repository_api_cannot_be_left_open_with_model_management(tmp_path):
     options = ServerOptions(restricted_apis=("shared-memory",))
     with pytest.raises(ConfigError, match="admin key"):
         TritonServer(tmp_path, tmp_path / "work", options).command()
+
+
+def test_generated_admin_key_file_is_private_and_removed_on_stop(repository, tmp_path, launch_server):
+    triton = launch_server(repository, tmp_path / "server")
+    key_file = triton.admin_key_path
+    try:
+        assert key_file.read_text() == triton.admin_key and key_file.stat().st_mode & 0o077 == 0
+        assert not list(key_file.parent.glob(".admin_key.*"))  # no temporary left behind
+    finally:
+        triton.stop()
+    assert not key_file.exists()
