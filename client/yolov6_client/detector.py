@@ -19,7 +19,15 @@ OUTPUTS = (c.NUM_DETECTIONS, c.DET_BOXES, c.DET_SCORES, c.DET_CLASSES)
 
 
 class ServerError(RuntimeError):
-    """The server is unreachable, not ready, or rejected the request (message says which)."""
+    """The server is unreachable, not ready, or rejected the request (message says which).
+
+    ``status`` is the server's status for the failed request (gRPC code name such as
+    ``StatusCode.INVALID_ARGUMENT``, or the HTTP status), None when the server was not reached.
+    """
+
+    def __init__(self, message: str, status: str | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class TritonDetector:
@@ -111,7 +119,7 @@ class TritonDetector:
                 return self._client.infer(self.model, inputs, outputs=outputs, **kwargs)
             except InferenceServerException as exc:
                 if not _retryable(exc) or attempt == self.retries:
-                    raise ServerError(_describe(exc, self.url)) from None
+                    raise ServerError(_describe(exc, self.url), str(exc.status() or "")) from None
             except (ConnectionError, OSError) as exc:
                 if attempt == self.retries:
                     raise ServerError(f"cannot reach Triton at {self.url}: {exc}") from None
