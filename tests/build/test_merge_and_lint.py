@@ -117,3 +117,66 @@ def test_residual_adds_get_tied_quantizers_and_the_lint_sees_float_adds(tmp_path
             module.disable()
     findings = lint_qdq(export_onnx(quant, tmp_path / "float_adds.onnx", HW))
     assert len(findings) == 24 and {f.kind for f in findings} == {"unquantized-add"}
+
+
+def _scale_sets_at_joins(onnx_path) -> dict[str, set[float]]:
+    """For every Concat/Add/MaxPool: the scales of the Q nodes on its tensors. A tensor's Q nodes are
+    the QuantizeLinear nodes reading it, and the one behind it when it comes out of a DequantizeLinear
+    (Cast/Identity in between are looked through, up and down).
+
+    Written here from the ONNX graph alone, independent of ``merge.scale_groups`` and the lint's
+    QdqGraph, so that a join both of them missed would still show up.
+    """
+    from collections import defaultdict
+
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(onnx_path)).graph
+    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    constants.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+                      if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    readers, producer = defaultdict(list), {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name].append(node)
+        for name in node.output:
+            producer[name] = node
+
+    def readers_q(tensor):
+        found = []
+        for reader in readers[tensor]:
+            if reader.op_type == "QuantizeLinear":
+                found.append(reader)
+            elif reader.op_type in ("Cast", "Identity"):
+                found += readers_q(reader.output[0])
+        return found
+
+    def quantizers(tensor):
+        source = producer.get(tensor)
+        while source is not None and source.op_type in ("Cast", "Identity"):  # up to the real tensor
+            tensor, source = source.input[0], producer.get(source.input[0])
+        found = readers_q(tensor)
+        if source is not None and source.op_type == "DequantizeLinear":
+            behind = producer.get(source.input[0])
+            if behind is not None and behind.op_type == "QuantizeLinear":
+                found.append(behind)
+        return found
+
+    joins = {}
+    for node in graph.node:
+        if node.op_type in ("Concat", "Add", "MaxPool"):
+            tensors = [t for t in (*node.input, *node.output) if t not in constants]
+            joins[node.name] = {round(float(constants[q.input[1]]), 9) for t in tensors for q in quantizers(t)}
+    return joins
+
+
+@pytest.mark.parametrize("size", ["n", "m"])
+def test_every_join_has_one_scale_after_merging_by_an_independent_walk(size, tmp_path):
+    quant = _quantized(size)
+    unmerged = _scale_sets_at_joins(export_onnx(quant, tmp_path / "unmerged.onnx", HW))
+    assert any(len(scales) > 1 for scales in unmerged.values())  # the check sees what merging must fix
+    merge_scales(quant, HW)
+    merged = _scale_sets_at_joins(export_onnx(quant, tmp_path / "merged.onnx", HW, topk=100))
+    assert sum(len(scales) == 1 for scales in merged.values()) >= 9  # SPPF pools and concats, neck concats
+    assert {name: scales for name, scales in merged.items() if len(scales) > 1} == {}
