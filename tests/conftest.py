@@ -37,6 +37,24 @@ def ref_model_n(ref_n):
     return model
 
 
+@pytest.fixture(scope="session")
+def model_n():
+    """A YOLOv6-n built here (train structure, eval mode) with random weights and BN statistics:
+    for every test that needs a model but does not compare with upstream's reference data."""
+    import torch
+
+    from yolov6_build.model.yolo import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("n"))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
 # --- One live Triton server per test session (the embedded binary), shared by server, client,
 # --- load-test and reliability tests: starting it costs ~15 s.
 DEMO_CHECKPOINT = REPO_ROOT / "models" / "yolov6n_synthetic_320.pt"

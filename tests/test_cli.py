@@ -42,8 +42,10 @@ def test_failure_exits_1_with_one_line_reason(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_inspect_fuse_export_smoke(tmp_path, ref_dir, capsys):
-    release = str(ref_dir / "ckpt_n_release_format.pt")
+def test_inspect_fuse_export_smoke(tmp_path, model_n, capsys):
+    from yolov6_build.model.checkpoint import save_checkpoint
+
+    release = str(save_checkpoint(model_n, tmp_path / "n.pt"))  # a train-structure checkpoint, 80 classes
     assert main(["inspect", release]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["size"] == "n" and summary["num_classes"] == 80 and not summary["deploy"]

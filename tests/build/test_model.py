@@ -75,8 +75,8 @@ def test_fused_model_matches_upstream_fusion(ref_model_n, ref_n):
         assert (got - want).abs().max() <= 1e-4 * want.abs().max()
 
 
-def test_fusion_is_idempotent(ref_model_n, ref_n):
-    model = fuse_for_deploy(copy.deepcopy(ref_model_n))
+def test_fusion_is_idempotent(model_n):
+    model = fuse_for_deploy(copy.deepcopy(model_n))
     once = {k: v.clone() for k, v in model.state_dict().items()}
     fuse_for_deploy(model)
     twice = model.state_dict()
