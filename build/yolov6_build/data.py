@@ -61,14 +61,24 @@ class CocoDataset:
         return len(self.samples)
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """uint8 HWC RGB (grayscale expanded to 3 channels)."""
+def decode_rgb(encoded: bytes) -> np.ndarray:
+    """The one offline image decoder: uint8 HWC RGB, grayscale expanded to 3 channels, EXIF orientation
+    applied as the served DALI decoder applies it (tested pixel for pixel). Calibration, evaluation,
+    the plain pipeline and annotation all decode with it. ValueError for bytes that are no image."""
     import cv2
 
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = cv2.imdecode(np.frombuffer(encoded, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise ConfigError(f"cannot read image {path}")
+        raise ValueError("cannot decode image: not a decodable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """``decode_rgb`` of a file; ConfigError naming the file when it cannot be read."""
+    try:
+        return decode_rgb(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read image {path}: {exc}") from None
 
 
 class TrainDataset:

@@ -2,13 +2,12 @@
 
 Same code as the Triton models (CpuLetterbox, the detector graph, postprocess), without the
 server; the reference for server parity tests and the baseline of the benchmarks. ``preprocess``
-'dali' is the served DALI CPU letterbox; 'plain' is Pillow decode + the OpenCV reference letterbox,
+'dali' is the served DALI CPU letterbox; 'plain' is the offline decoder (OpenCV) + the OpenCV reference letterbox,
 the usual hand-written alternative the benchmark compares against.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ PREPROCESSORS = ("dali", "plain")
 
 
 class PlainLetterbox:
-    """Pillow decode + reference letterbox, image by image; same output format as CpuLetterbox."""
+    """The offline decoder + reference letterbox (OpenCV), image by image; same output as CpuLetterbox."""
 
     def __init__(self, input_hw: tuple[int, int]):
         self.input_hw = tuple(input_hw)
@@ -30,14 +29,13 @@ class PlainLetterbox:
         return [self._one(e) for e in encoded_images]
 
     def _one(self, encoded: bytes):
-        from PIL import Image, UnidentifiedImageError
-
+        from .data import decode_rgb
         from .geometry import letterbox_image
 
         try:
-            rgb = np.asarray(Image.open(io.BytesIO(bytes(encoded))).convert("RGB"))
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            return ValueError(f"cannot decode image: {exc}")
+            rgb = decode_rgb(bytes(encoded))
+        except ValueError as exc:
+            return exc
         image, box = letterbox_image(rgb, self.input_hw)
         return image, box.as_array()
 

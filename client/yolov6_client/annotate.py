@@ -1,4 +1,4 @@
-"""Draw detections onto an image (PIL), with class names and scores."""
+"""Draw detections onto an image (PIL), with class names and scores, on the picture as the server decoded it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 13
 def draw_detections(image_path: str | Path, dets: Detections, class_names: list[str], out_path: str | Path) -> Path:
     from PIL import Image, ImageDraw
 
-    image = Image.open(image_path).convert("RGB")
+    from yolov6_build.data import decode_rgb
+
+    image = Image.fromarray(decode_rgb(Path(image_path).read_bytes()))  # upright, as the server saw it
     draw = ImageDraw.Draw(image)
     width = max(2, round(min(image.size) / 250))
     for box, score, cls in zip(dets.boxes_xyxy, dets.scores, dets.class_ids):

@@ -1,7 +1,7 @@
 """``make bench`` serving report: one run, ratios side by side on this machine.
 
 - in-process pipeline vs the same INT8 detector through the live server (best QPS over c=1..32),
-- DALI CPU letterbox vs Pillow decode + OpenCV letterbox (preprocessing alone and whole pipeline),
+- DALI CPU letterbox vs OpenCV decode + OpenCV letterbox (preprocessing alone and whole pipeline),
 - ORT FP32 vs INT8 detector inside the served ensemble (and in-process).
 Targets: server QPS at the best concurrency >= 85% of in-process; zero failed requests at any step.
 The server and its load generator share this machine's cores, as they would on a one-box deployment.
@@ -106,9 +106,9 @@ def markdown(report: dict) -> str:
     lines = [f"# Serving benchmark ({h}x{w}, {report['images']} synthetic JPEGs of mixed sizes, img/s, one run)", "",
              "| path | FP32 | INT8 | INT8/FP32 |", "|---|---|---|---|"]
     for label, key in (("preprocess only: DALI CPU", "preprocess_dali"),
-                       ("preprocess only: Pillow + OpenCV", "preprocess_plain"),
+                       ("preprocess only: OpenCV decode + letterbox", "preprocess_plain"),
                        ("in-process pipeline, DALI", "pipeline_dali"),
-                       ("in-process pipeline, Pillow + OpenCV", "pipeline_plain")):
+                       ("in-process pipeline, OpenCV decode + letterbox", "pipeline_plain")):
         fp32, int8 = ip["fp32"][key], ip["int8"][key]
         lines.append(f"| {label} | {fp32:.1f} | {int8:.1f} | {int8 / fp32:.2f}x |")
     lines.append(f"| served ensemble, best concurrency (c) | {served['fp32']['best_rps']:.1f} "
@@ -116,7 +116,7 @@ def markdown(report: dict) -> str:
                  f"(c={served['int8']['best_users']}) | {r['int8_vs_fp32_served']:.2f}x |")
     lines += ["", f"- server / in-process (INT8, DALI): **{r['server_vs_in_process_int8']:.2f}** "
               f"(target >= {SERVER_TARGET}: {'met' if r['server_target_met'] else 'NOT met'})",
-              f"- DALI / Pillow+OpenCV: preprocessing {r['dali_vs_plain_preprocess']:.2f}x, "
+              f"- DALI / OpenCV: preprocessing {r['dali_vs_plain_preprocess']:.2f}x, "
               f"pipeline {r['dali_vs_plain_pipeline']:.2f}x",
               f"- failed requests c={report['users'][0]}..{report['users'][-1]}: FP32 "
               f"{served['fp32']['failures']}, INT8 {served['int8']['failures']} (target 0: "
