@@ -75,3 +75,9 @@ def test_gpu_check_without_a_gpu_stops_at_once_and_says_why():
     result = subprocess.run([sys.executable, "-m", "yolov6_build", "gpu-check"], capture_output=True, text=True)
     assert result.returncode == 1 and "nvidia-smi not found" in result.stderr
     assert time.monotonic() - started < 30  # nothing was built first
+
+
+def test_configuration_errors_exit_2(tmp_path, capsys):
+    checkpoint = "models/yolov6n_synthetic_320.pt"
+    assert main(["build-repo", checkpoint, "-o", str(tmp_path / "repo"), "--max-batch-size", "0"]) == 2
+    assert "max_batch_size must be >= 1" in capsys.readouterr().err

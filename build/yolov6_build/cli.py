@@ -1,6 +1,6 @@
 """Command line of the build pipeline: ``python -m yolov6_build <subcommand>`` (the only argparse).
 
-Exit codes: 0 ok, 1 a build step failed (one-line reason on stderr), 2 bad usage.
+Exit codes: 0 ok, 1 a build step failed (one-line reason on stderr), 2 bad usage or configuration.
 """
 
 from __future__ import annotations
@@ -116,7 +116,10 @@ def cmd_serve(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(args.checkpoint, args.repository, args.out_dir, _server(args), args.images, args.calib)
+    annotated = run_demo(args.checkpoint, args.repository, args.out_dir, _server(args), args.images, args.calib,
+                         report=print)
+    print(f"annotated images: {annotated}")
+    return 0
 
 
 def cmd_make_dataset(args) -> int:
@@ -659,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -28,7 +28,9 @@ def sample_images(folder: Path, count: int = 6) -> list[Path]:
 
 
 def run_demo(checkpoint: Path, repository: Path, out_dir: Path, server, images: Path | None = None,
-             calib: Path | None = None) -> int:
+             calib: Path | None = None, report=lambda line: None) -> Path:
+    """Build, serve, detect and annotate; ``report(text)`` receives each image's table. Returns the
+    folder of annotated images."""
     from yolov6_client.annotate import draw_detections, format_table
     from yolov6_client.cli import expand_inputs
     from yolov6_client.detector import TritonDetector
@@ -57,7 +59,6 @@ def run_demo(checkpoint: Path, repository: Path, out_dir: Path, server, images: 
             names = detector.class_names
             for path in paths:
                 dets = detector.detect(path)
-                print(format_table(path.name, dets, names))
+                report(format_table(path.name, dets, names))
                 draw_detections(path, dets, names, out_dir / "annotated" / path.name)
-    print(f"annotated images: {out_dir / 'annotated'}")
-    return 0
+    return out_dir / "annotated"

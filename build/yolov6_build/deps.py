@@ -31,11 +31,3 @@ def require(module: str) -> ModuleType:
         hint = _INSTALL_HINTS.get(module) or _INSTALL_HINTS.get(top, f"pip install {top}")
         raise DependencyError(f"{module} is required here but could not be imported ({exc}); {hint}") from exc
 
-
-def available(module: str) -> bool:
-    """True when ``module`` imports (used for skips and optional features)."""
-    try:
-        importlib.import_module(module)
-        return True
-    except ImportError:
-        return False

@@ -26,7 +26,6 @@ class Variant:
     block: str
     csp_e: float | None
     use_dfl: bool
-    fp32_coco_map: float | None = None  # upstream README, mAP@0.5:0.95 val2017 at 640
 
     @property
     def repeats(self) -> tuple[int, ...]:
@@ -47,10 +46,10 @@ class Variant:
 
 
 VARIANTS = {
-    "n": Variant("n", 0.33, 0.25, csp=False, block="repvgg", csp_e=None, use_dfl=False, fp32_coco_map=37.5),
-    "s": Variant("s", 0.33, 0.50, csp=False, block="repvgg", csp_e=None, use_dfl=False, fp32_coco_map=45.0),
-    "m": Variant("m", 0.60, 0.75, csp=True, block="repvgg", csp_e=2 / 3, use_dfl=True, fp32_coco_map=50.0),
-    "l": Variant("l", 1.00, 1.00, csp=True, block="conv_silu", csp_e=1 / 2, use_dfl=True, fp32_coco_map=52.8),
+    "n": Variant("n", 0.33, 0.25, csp=False, block="repvgg", csp_e=None, use_dfl=False),
+    "s": Variant("s", 0.33, 0.50, csp=False, block="repvgg", csp_e=None, use_dfl=False),
+    "m": Variant("m", 0.60, 0.75, csp=True, block="repvgg", csp_e=2 / 3, use_dfl=True),
+    "l": Variant("l", 1.00, 1.00, csp=True, block="conv_silu", csp_e=1 / 2, use_dfl=True),
 }
 
 

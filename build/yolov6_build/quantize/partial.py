@@ -22,10 +22,6 @@ class AutoResult:
     fp32_map50_95: float
     trace: tuple[tuple[int, float], ...]  # (number of float layers, mAP) for each step tried
 
-    @property
-    def drop_points(self) -> float:
-        return 100 * (self.fp32_map50_95 - self.map50_95)
-
 
 def top_k(results: list[LayerSensitivity], k: int, metric: str = "output_snr_db") -> list[str]:
     return [r.layer for r in rank(results, metric)[:k]]
