@@ -106,6 +106,23 @@ def repository(checkpoint, quantized, tmp_path_factory):
                                  RepositoryConfig.detector_runtime)
 
 
+def detect_concurrently(server, payloads: list[bytes], **detect_options) -> list:
+    """Every payload in flight at once (so the server batches them): Detections or the ServerError."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from yolov6_client import ServerError, TritonDetector
+
+    def send(data):
+        with TritonDetector(server.grpc_url, retries=0) as detector:
+            try:
+                return detector.detect(data, **detect_options)
+            except ServerError as exc:
+                return exc
+
+    with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
+        return list(pool.map(send, payloads))
+
+
 def runtime_of(repository) -> str:
     """The detector runtime a built repository serves with."""
     import json

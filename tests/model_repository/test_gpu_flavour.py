@@ -6,12 +6,11 @@ the gpu repository as build-repo writes it: the preprocess BLS (whole batch firs
 image), DLPack hand-over, ensemble wiring and NMS.
 """
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pytest
 
 from yolov6_build import contract as c
+from tests.conftest import detect_concurrently
 from yolov6_client import ServerError, TritonDetector
 
 pytestmark = pytest.mark.triton
@@ -70,16 +69,7 @@ def test_gpu_corrupt_image_fails_alone_in_one_dynamic_batch(gpu_standin_server, 
     dali_before = _statistics(gpu_standin_server, c.DALI_MODEL)
     pre_before = _statistics(gpu_standin_server, c.PREPROCESS_MODEL)
     requests_before = _requests_by_size(gpu_standin_server)
-
-    def send(data):
-        with TritonDetector(gpu_standin_server.grpc_url, retries=0) as detector:
-            try:
-                return detector.detect(data, conf_threshold=LOW_CONF)
-            except ServerError as exc:
-                return exc
-
-    with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
-        results = list(pool.map(send, payloads))
+    results = detect_concurrently(gpu_standin_server, payloads, conf_threshold=LOW_CONF)
     assert isinstance(results[1], ServerError) and "decode" in str(results[1])
     for result in (results[0], results[2], results[3]):
         assert not isinstance(result, Exception) and len(result) > 0

@@ -1,12 +1,10 @@
 """The real Triton server (embedded binary) serving the CPU repository: parity and isolation."""
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pytest
 
+from tests.conftest import detect_concurrently, runtime_of
 from yolov6_build import contract as c
-from tests.conftest import runtime_of
 from yolov6_build.pipeline import InProcessPipeline
 from yolov6_client import ServerError, TritonDetector
 
@@ -47,16 +45,7 @@ def test_request_parameters_override_thresholds(server, images):
 def test_bad_image_fails_only_its_own_request(server, images):
     good = images[0].read_bytes()
     payloads = [good, b"garbage bytes", good[: len(good) // 2], good] * 3
-
-    def send(data):
-        with TritonDetector(server.grpc_url, retries=0) as detector:
-            try:
-                return detector.detect(data, conf_threshold=LOW_CONF)
-            except ServerError as exc:
-                return exc
-
-    with ThreadPoolExecutor(max_workers=len(payloads)) as pool:  # concurrent: batched together
-        results = list(pool.map(send, payloads))
+    results = detect_concurrently(server, payloads, conf_threshold=LOW_CONF)
     reference = results[0]
     for data, result in zip(payloads, results):
         if data is good:
