@@ -562,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/repopt"))
     p.set_defaults(func=cmd_repopt_report)
 
-    p = sub.add_parser("bench-int8", help="ORT CPU throughput INT8 vs FP32 (bundle graph vs stock path)")
+    p = sub.add_parser("bench-int8", help="served CPU INT8 vs OpenVINO FP32, NNCF and ORT stock INT8 (speed, demo mAP)")
     p.add_argument("--sizes", nargs="+", default=["n", "s"], choices=("n", "s", "m", "l"))
     p.add_argument("--img-size", type=_hw, default=(640, 640))
     p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
@@ -630,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("artifacts/eval/server_int8.json"))
     p.set_defaults(func=cmd_eval_server)
 
-    p = sub.add_parser("bench-serving", help="server vs in-process, DALI vs Pillow, FP32 vs INT8 served (one run)")
+    p = sub.add_parser("bench-serving", help="server vs in-process, DALI vs OpenCV decode, FP32 vs INT8 served (one run)")
     p.add_argument("repository", type=Path, nargs="?", default=Path("model_repository/cpu"),
                    help="the built INT8 CPU repository (make build-repo)")
     p.add_argument("--checkpoint", type=Path, default=None, help="for the FP32 twin (default: the manifest's)")
