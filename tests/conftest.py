@@ -92,7 +92,7 @@ def build_int8_repository(checkpoint, quantized, out, runtime: str):
     """A CPU repository serving the INT8 graph that ``runtime`` runs (as build-repo --calib makes it)."""
     from yolov6_build.build_repo import build_repository, served_int8_graph
 
-    build_repository(checkpoint, out, "cpu", detector_onnx=quantized / served_int8_graph("cpu"),
+    build_repository(checkpoint, out, "cpu", detector_onnx=quantized / served_int8_graph("cpu", runtime),
                      max_batch_size=4, detector_runtime=runtime)
     return out
 

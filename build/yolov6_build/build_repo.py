@@ -28,12 +28,13 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def served_int8_graph(flavour: str) -> str:
+def served_int8_graph(flavour: str, runtime: str = "openvino") -> str:
     """Which graph of the quantize stage a flavour serves. gpu: the explicit Q/DQ graph TensorRT
-    builds from. cpu: the QDQ graph with Q/DQ where CPU integer kernels fuse (uint8 activations,
-    per-channel int8 weights), one file for both runtimes: measured, OpenVINO runs the explicit Q/DQ
-    graph 0.4-0.7 mAP points below its fake-quant accuracy, and this one within 0.1 of ORT (README)."""
-    return "detector_int8_ort.onnx" if flavour == "cpu" else "detector_qdq.onnx"
+    builds from. cpu on OpenVINO: that graph with uint8 activations (modelopt's scales, see
+    quantize.cpu_qdq); cpu on ORT: ORT's own QDQ graph, where its integer kernels fuse."""
+    if flavour == "gpu":
+        return "detector_qdq.onnx"
+    return "detector_qdq_u8.onnx" if runtime == "openvino" else "detector_int8_ort.onnx"
 
 
 def repository_config_for(checkpoint_info, flavour: str, **overrides) -> RepositoryConfig:
@@ -60,7 +61,8 @@ def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", dete
 
         quant_dir = Path(quantize_dir or Path("artifacts") / "quantize" / Path(out_dir).name)
         quantize_report = run_quantize(checkpoint, calib, quant_dir, quantize_config or QuantizeStageConfig())
-        detector_onnx = quant_dir / served_int8_graph(flavour)
+        detector_onnx = quant_dir / served_int8_graph(flavour, overrides.get("detector_runtime") or
+                                                      RepositoryConfig.detector_runtime)
     from .export.onnx import export_onnx
     from .model.checkpoint import load_deploy_model
 

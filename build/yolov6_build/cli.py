@@ -447,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-det", type=int, default=None, help="detections per image, output size (default 100)")
     p.add_argument("--threads", type=int, default=None, help="detector threads per instance (0 = all cores)")
     p.add_argument("--runtime", choices=RUNTIMES, default=None,
-                   help="cpu flavour: detector runtime (default ort: faster on the same graph, see README)")
+                   help="cpu flavour: detector runtime (default openvino: faster at equal accuracy, see README)")
     p.set_defaults(func=cmd_build_repo)
 
     p = sub.add_parser("serve", help="run the embedded Triton server on a repository until Ctrl-C")

@@ -46,7 +46,7 @@ class RepositoryConfig:
     iou_threshold: float = c.SERVE_IOU_THRESHOLD
     max_detections: int = c.SERVE_MAX_DETECTIONS
     intra_op_threads: int = 0  # detector threads per instance (OpenVINO or ORT); 0 = all cores
-    detector_runtime: str = "ort"  # cpu flavour: runtime.RUNTIMES; ort ran the served graph faster (bench-int8)
+    detector_runtime: str = "openvino"  # cpu flavour: runtime.RUNTIMES; faster at equal mAP (README, bench-int8)
     dali_threads: int = 2  # CPU threads of the DALI pipeline (both flavours)
 
     def __post_init__(self):

@@ -19,17 +19,23 @@ def test_fp32_detector_graph_runs_the_same_in_openvino_and_ort(quantized, letter
     ov_boxes, ov_scores, ov_classes = OpenVinoDetector(path, 2)(letterboxed)
     ort_boxes, ort_scores, ort_classes = OrtDetector(path, 2)(letterboxed)
     assert ov_classes.dtype == np.int32 and ov_boxes.shape == ort_boxes.shape
-    # every confident OpenVINO candidate is one of ONNX Runtime's (anchors of one object with near-equal
-    # scores may swap places); tolerances allow OpenVINO's bf16 on CPUs that have it
-    for image in range(len(letterboxed)):
-        for i in range(20):
-            same = ((ort_classes[image, :40] == ov_classes[image, i])
-                    & (np.abs(ort_scores[image, :40] - ov_scores[image, i]) <= 0.01)
-                    & (np.abs(ort_boxes[image, :40] - ov_boxes[image, i]).max(axis=1) <= 2.0))
-            assert same.any(), (image, i, ov_scores[image, i], ov_classes[image, i])
+    # tolerances allow OpenVINO's bf16 on CPUs that have it
+    _assert_same_candidates((ov_boxes, ov_scores, ov_classes), (ort_boxes, ort_scores, ort_classes), 0.01, 2.0)
 
 
-@pytest.mark.parametrize("graph", ["detector_int8_ort.onnx", "detector_qdq.onnx"])  # served CPU, TensorRT's
+def _assert_same_candidates(got, want, score_tolerance: float, box_tolerance: float, top: int = 20):
+    """Every confident candidate of ``got`` is one of ``want``'s (anchors of one object with
+    near-equal scores may swap places in the top-k order)."""
+    (boxes, scores, classes), (want_boxes, want_scores, want_classes) = got, want
+    for image in range(len(boxes)):
+        for i in range(top):
+            same = ((want_classes[image, :2 * top] == classes[image, i])
+                    & (np.abs(want_scores[image, :2 * top] - scores[image, i]) <= score_tolerance)
+                    & (np.abs(want_boxes[image, :2 * top] - boxes[image, i]).max(axis=1) <= box_tolerance))
+            assert same.any(), (image, i, scores[image, i], classes[image, i])
+
+
+@pytest.mark.parametrize("graph", ["detector_qdq_u8.onnx", "detector_int8_ort.onnx", "detector_qdq.onnx"])
 def test_openvino_runs_every_conv_of_the_int8_graphs_in_int8(quantized, graph):
     import onnx
 
@@ -50,3 +56,29 @@ def test_detector_outputs_are_the_contract_candidates(quantized, letterboxed):
     k = min(c.DEFAULT_TOPK, sum((320 // s) ** 2 for s in (8, 16, 32)))
     assert boxes.shape == (1, k, 4) and scores.shape == (1, k) and classes.shape == (1, k)
     assert np.all(np.diff(scores[0]) <= 0)  # top-k order survives the runtime
+
+
+def test_uint8_activations_keep_every_scale_and_shift_zero_points_to_128(quantized):
+    """The exact re-expression: same Q/DQ nodes, same scales, activation zero points uint8 128."""
+    import onnx
+    from onnx import numpy_helper
+
+    def quantizers(path):
+        graph = onnx.load(str(path)).graph
+        constants = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"}
+        constants.update({i.name: numpy_helper.to_array(i) for i in graph.initializer})
+        return {n.name: (constants[n.input[1]], constants[n.input[2]]) for n in graph.node
+                if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[2] in constants}
+
+    int8, uint8 = quantizers(quantized / "detector_qdq.onnx"), quantizers(quantized / "detector_qdq_u8.onnx")
+    assert int8.keys() == uint8.keys() and len(int8) > 100
+    moved = 0
+    for name, (scale, zero_point) in int8.items():
+        new_scale, new_zero_point = uint8[name]
+        np.testing.assert_array_equal(new_scale, scale)
+        if new_zero_point.dtype == np.uint8:
+            assert np.all(zero_point == 0) and zero_point.dtype == np.int8 and np.all(new_zero_point == 128)
+            moved += 1
+        else:
+            np.testing.assert_array_equal(new_zero_point, zero_point)  # weights stay int8
+    assert moved > 50

@@ -3,7 +3,8 @@
 Writes into ``out_dir``:
     detector_fp32.onnx       FP32 graph with the candidate head (baseline, ORT input)
     detector_qdq.onnx        explicit Q/DQ graph for TensorRT (symmetric INT8, shared scales, float layers float)
-    detector_int8_ort.onnx   ORT QDQ INT8 graph for the CPU flavour (same float layers)
+    detector_qdq_u8.onnx     the Q/DQ graph with uint8 activations (same scales): the CPU flavour on OpenVINO
+    detector_int8_ort.onnx   ORT QDQ INT8 graph for the CPU flavour on ORT (same float layers, ORT-calibrated)
     quantize.json            resolved config, float layers, metrics
 """
 
@@ -50,6 +51,7 @@ def run_quantize(checkpoint: Path, calib_source: Path, out_dir: Path, cfg: Quant
     from ..model.checkpoint import load_deploy_model
     from .calibration import load_batches
     from .merge import merge_scales, tie_scales
+    from .cpu_qdq import uint8_activations
     from .ort_int8 import quantize_for_ort
     from .ptq import quantize_ptq, set_float_layers
 
@@ -87,7 +89,8 @@ def run_quantize(checkpoint: Path, calib_source: Path, out_dir: Path, cfg: Quant
     if cfg.scale_sharing == "merge":  # after the float layers: only quantized members set the group's amax
         report["scale_groups"] = len(merge_scales(quant, input_hw))
     fp32_path = export_onnx(model, out_dir / "detector_fp32.onnx", input_hw, topk=cfg.topk)
-    export_onnx(quant, out_dir / "detector_qdq.onnx", input_hw, topk=cfg.topk)
+    qdq_path = export_onnx(quant, out_dir / "detector_qdq.onnx", input_hw, topk=cfg.topk)
+    uint8_activations(qdq_path, out_dir / "detector_qdq_u8.onnx")
     quantize_for_ort(fp32_path, out_dir / "detector_int8_ort.onnx", batches, float_layers, cfg.ptq.calibrator,
                      cfg.ptq.percentile)
     report["seconds"] = round(time.monotonic() - started, 1)
