@@ -148,11 +148,11 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from .data import CocoDataset
-    from .evaluate import EvalSettings, detector_runner, evaluate, onnx_runner, torch_runner, write_result
+    from .evaluate import EvalSettings, detector_runner, evaluate, torch_runner, write_result
 
     dataset = CocoDataset(args.annotations, args.images)
     if args.model.suffix == ".onnx":
-        runner = onnx_runner(args.model) if args.runtime == "ort" else detector_runner(args.model, args.runtime)
+        runner = detector_runner(args.model, args.runtime)
         input_hw = args.img_size or DEFAULT_INPUT_HW
     else:
         from .model.checkpoint import load_checkpoint

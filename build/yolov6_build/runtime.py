@@ -33,7 +33,24 @@ def split_raw(raw: np.ndarray):
     return tuple(np.stack([p[i] for p in per_image]) for i in range(3))
 
 
-class OpenVinoDetector:
+class _Detector:
+    """``infer`` runs the graph; calling decodes upstream-format (``raw``) outputs into candidates."""
+
+    raw: bool
+
+    def infer(self, images: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def __call__(self, images: np.ndarray):
+        outputs = self.infer(images)
+        return split_raw(outputs[0]) if self.raw else tuple(outputs)
+
+
+def _output_names(raw: bool) -> tuple[str, ...]:
+    return (c.DETECTOR_OUTPUT,) if raw else OUTPUTS
+
+
+class OpenVinoDetector(_Detector):
     """OpenVINO CPU plugin, latency hint (one request at a time uses every thread it is given)."""
 
     def __init__(self, path_or_model, threads: int = 0):
@@ -45,19 +62,15 @@ class OpenVinoDetector:
         self.request = self.compiled.create_infer_request()
         names = {name for port in self.compiled.outputs for name in port.get_names()}
         self.raw = c.CANDIDATE_BOXES not in names
-        self.outputs = [self.compiled.output(n) for n in ((c.DETECTOR_OUTPUT,) if self.raw else OUTPUTS)]
+        self.outputs = [self.compiled.output(n) for n in _output_names(self.raw)]
 
     def infer(self, images: np.ndarray) -> list[np.ndarray]:
         """The graph's own outputs (what a throughput measurement times)."""
         result = self.request.infer({c.DETECTOR_INPUT: images})
         return [np.asarray(result[o]) for o in self.outputs]
 
-    def __call__(self, images: np.ndarray):
-        outputs = self.infer(images)
-        return split_raw(outputs[0]) if self.raw else tuple(outputs)
 
-
-class OrtDetector:
+class OrtDetector(_Detector):
     def __init__(self, path: str | Path, threads: int = 0):
         ort = require("onnxruntime")
         options = ort.SessionOptions()
@@ -65,14 +78,10 @@ class OrtDetector:
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.raw = c.CANDIDATE_BOXES not in {o.name for o in self.session.get_outputs()}
-        self.outputs = [c.DETECTOR_OUTPUT] if self.raw else list(OUTPUTS)
+        self.outputs = list(_output_names(self.raw))
 
     def infer(self, images: np.ndarray) -> list[np.ndarray]:
         return self.session.run(self.outputs, {c.DETECTOR_INPUT: images})
-
-    def __call__(self, images: np.ndarray):
-        outputs = self.infer(images)
-        return split_raw(outputs[0]) if self.raw else tuple(outputs)
 
 
 def load_detector(path: str | Path, runtime: str, threads: int = 0):

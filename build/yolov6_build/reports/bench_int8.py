@@ -44,8 +44,9 @@ def throughput(detector, batch: int, hw: tuple[int, int], seconds: float) -> flo
 
 def _nncf_model(fp32_onnx: Path, calib: list[np.ndarray]):
     """Stock OpenVINO INT8: NNCF PTQ with its defaults, the box/score decode left float."""
-    nncf = __import__("nncf")
-    ov = __import__("openvino")
+    from ..deps import require
+
+    nncf, ov = require("nncf"), require("openvino")
     model = ov.Core().read_model(str(fp32_onnx))
     ignored = nncf.IgnoredScope(patterns=[r".*detect.*/(Add|Sub|Mul|Div|Concat).*"], types=["Sigmoid"],
                                 validate=False)
@@ -53,17 +54,11 @@ def _nncf_model(fp32_onnx: Path, calib: list[np.ndarray]):
                          ignored_scope=ignored, subset_size=sum(len(b) for b in calib))
 
 
-def _ort_stock(fp32_onnx: Path, out_path: Path, calib: list[np.ndarray]) -> Path:
-    from ..quantize.ort_int8 import quantize_static_qdq
-
-    return quantize_static_qdq(fp32_onnx, out_path, calib)
-
-
 def build_paths(model, quant, out: Path, hw: tuple[int, int], calib: list[np.ndarray], threads: int) -> dict:
     """Detector per path: the FP32 ``model`` (deploy) and its modelopt-quantized twin ``quant``."""
     from ..export.onnx import export_onnx
     from ..quantize.cpu_qdq import uint8_activations
-    from ..quantize.ort_int8 import quantize_for_ort
+    from ..quantize.ort_int8 import quantize_for_ort, quantize_static_qdq
     from ..runtime import OpenVinoDetector, OrtDetector
 
     out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +68,8 @@ def build_paths(model, quant, out: Path, hw: tuple[int, int], calib: list[np.nda
     bundle_ort = quantize_for_ort(bundle_fp32, out / "bundle_int8_ort.onnx", calib, (), "max")
     return {"openvino_fp32": OpenVinoDetector(upstream, threads),
             "nncf_int8": OpenVinoDetector(_nncf_model(upstream, calib), threads),
-            "ort_stock_int8": OrtDetector(_ort_stock(upstream, out / "upstream_int8_ort_stock.onnx", calib), threads),
+            "ort_stock_int8": OrtDetector(quantize_static_qdq(upstream, out / "upstream_int8_ort_stock.onnx", calib),
+                                          threads),
             "bundle_openvino": OpenVinoDetector(uint8_activations(bundle_qdq, out / "bundle_qdq_u8.onnx"), threads),
             "bundle_ort": OrtDetector(bundle_ort, threads),
             "qdq_openvino": OpenVinoDetector(bundle_qdq, threads)}
