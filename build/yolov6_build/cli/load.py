@@ -1,0 +1,133 @@
+"""Load and acceptance commands: loadtest, soak, bench-serving, bench-nms, gpu-check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from .common import CALIB_DIR, CPU_REPOSITORY, DEMO_CHECKPOINT, VAL_ANNOTATIONS, image_size, log, users_list
+
+
+def add_loadtest(sub) -> None:
+    p = sub.add_parser("loadtest", help="Locust sweep over concurrency, headless and bounded (CSV, Markdown, PNG)")
+    p.add_argument("repository", type=Path, nargs="?", default=CPU_REPOSITORY,
+                   help=f"serve this repository on free loopback ports for the run (default {CPU_REPOSITORY})")
+    p.add_argument("--target", action="append", default=None, metavar="URL",
+                   help="load an already running server instead: grpc://host:port and/or http://host:port")
+    p.add_argument("--protocols", default="grpc,http", help="with the embedded server: grpc,http")
+    p.add_argument("--users", type=users_list, default="1,2,4,8,16,32", help="concurrency steps (Locust users)")
+    p.add_argument("--step-seconds", type=float, default=15.0, help="length of each step")
+    p.add_argument("--max-requests", type=int, default=5000, help="a step also ends after this many requests")
+    p.add_argument("--images", type=Path, default=None, help="folder of images to send (default: generated)")
+    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback target")
+    p.add_argument("--work-dir", type=Path, default=Path("artifacts/server_loadtest"))
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/loadtest"))
+    p.set_defaults(func=run_loadtest)
+
+
+def run_loadtest(args) -> int:
+    from contextlib import nullcontext
+
+    from ..reports.loadtest import sweep, write_report
+    from ..server import ServerOptions, TritonServer
+
+    urls = {url.split("://")[0]: url for url in args.target or []}
+    if set(urls) - {"grpc", "http"}:
+        raise ConfigError(f"--target must be grpc://host:port or http://host:port, got {args.target}")
+    context = nullcontext() if urls else TritonServer(args.repository, args.work_dir, ServerOptions.on_free_ports())
+    with context as server:
+        if server is not None:
+            urls = {p: f"{p}://{server.grpc_url if p == 'grpc' else server.http_url}"
+                    for p in args.protocols.split(",")}
+        results = sweep(urls, args.output, args.users, args.step_seconds, args.max_requests, args.images,
+                        args.allow_remote)
+    paths = write_report(results, args.output, f"Load test: {', '.join(urls.values())}")
+    print(paths["md"].read_text())
+    log.info("report: %s", ", ".join(str(p) for p in paths.values()))
+    return 1 if any(r.failures for r in results) else 0
+
+
+def add_soak(sub) -> None:
+    p = sub.add_parser("soak", help="sustained load at a fraction of max QPS: errors, memory, latency over time")
+    p.add_argument("repository", type=Path, nargs="?", default=CPU_REPOSITORY)
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--fraction", type=float, default=0.8, help="of the maximum QPS (default 0.8)")
+    p.add_argument("--max-rps", type=float, default=None, help="skip measuring the maximum; use this")
+    p.add_argument("--users", type=int, default=16)
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/soak"))
+    p.set_defaults(func=run_soak)
+
+
+def run_soak(args) -> int:
+    from ..reports.soak import SoakConfig, soak
+
+    report = soak(args.repository, args.output, SoakConfig(minutes=args.minutes, fraction=args.fraction,
+                                                          max_rps=args.max_rps, users=args.users))
+    print((args.output / "soak.md").read_text())
+    return 0 if report["passed"] else 1
+
+
+def add_bench_serving(sub) -> None:
+    p = sub.add_parser("bench-serving", help="server vs in-process, DALI vs OpenCV decode, FP32 vs INT8 served (one run)")
+    p.add_argument("repository", type=Path, nargs="?", default=CPU_REPOSITORY,
+                   help="the built INT8 CPU repository (make build-repo)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="for the FP32 twin (default: the manifest's)")
+    p.add_argument("--images", type=int, default=32, help="synthetic JPEGs of mixed sizes to send")
+    p.add_argument("--users", type=users_list, default="1,2,4,8,16,32", help="server concurrency steps")
+    p.add_argument("--step-seconds", type=float, default=8.0)
+    p.add_argument("--seconds", type=float, default=8.0, help="per in-process measurement")
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/bench_serving"))
+    p.set_defaults(func=run_bench_serving)
+
+
+def run_bench_serving(args) -> int:
+    from ..reports.bench_serving import bench_serving
+
+    report = bench_serving(args.repository, args.output, args.checkpoint, args.images, args.users,
+                           args.step_seconds, args.seconds)
+    print((args.output / "bench_serving.md").read_text())
+    return 0 if report["ratios"]["zero_failures"] else 1
+
+
+def add_bench_nms(sub) -> None:
+    p = sub.add_parser("bench-nms", help="milliseconds per image of the NMS step (random worst case, real candidates)")
+    p.add_argument("--detector-onnx", type=Path, default=None, help="detector graph for real candidates")
+    p.add_argument("--img-size", type=image_size, default=(320, 320))
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/bench_nms"))
+    p.set_defaults(func=run_bench_nms)
+
+
+def run_bench_nms(args) -> int:
+    from ..demo import sample_images
+    from ..reports.bench_nms import bench_nms
+
+    images = sample_images(Path(args.output) / "images", 8) if args.detector_onnx else None
+    bench_nms(args.output, args.detector_onnx, images, args.img_size)
+    print((Path(args.output) / "bench_nms.md").read_text())
+    return 0
+
+
+def add_gpu_check(sub) -> None:
+    p = sub.add_parser("gpu-check", help="acceptance run on a GPU host with docker: plans, served detections and "
+                       "mAP vs offline, DALI GPU vs CPU preprocessing QPS, GPU memory (stops at once without a GPU)")
+    p.add_argument("checkpoint", type=Path, nargs="?", default=DEMO_CHECKPOINT)
+    p.add_argument("--calib", type=Path, default=CALIB_DIR)
+    p.add_argument("--annotations", type=Path, default=VAL_ANNOTATIONS)
+    p.add_argument("--limit", type=int, default=300, help="val images scored through the server and offline")
+    p.add_argument("--preflight-only", action="store_true", help="only check for a GPU, its driver and docker compose")
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/gpu_check"))
+    p.set_defaults(func=run_gpu_check)
+
+
+def run_gpu_check(args) -> int:
+    from ..reports.gpu_check import gpu_check, preflight
+
+    if args.preflight_only:
+        print(f"GPU host ready: {preflight()}")
+        return 0
+    report = gpu_check(args.checkpoint, args.calib, args.annotations, args.output, args.limit)
+    print((args.output / "gpu_check.md").read_text())
+    return 0 if report["checks"]["detections_match"] and report["checks"]["map_within_tolerance"] else 1
+
+
+COMMANDS = (add_loadtest, add_soak, add_bench_serving, add_bench_nms, add_gpu_check)

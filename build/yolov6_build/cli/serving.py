@@ -1,0 +1,152 @@
+"""Repository and server commands: build-repo, build-engine, serve, demo, eval-server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..contract import DETECTOR_MODEL
+from ..errors import BuildError
+from ..repository import FLAVOURS, RepositoryConfig
+from ..runtime import RUNTIMES
+from .common import CPU_REPOSITORY, DEMO_CHECKPOINT, VAL_ANNOTATIONS, add_server_options, default_of, image_size, \
+    log, server_from_args
+from .quantize import add_calibration_options, add_scale_sharing
+
+# build-repo flag -> (RepositoryConfig field, type, help); an unset flag keeps the config's default
+REPOSITORY_OPTIONS = {
+    "--max-batch-size": ("max_batch_size", int, "max batch of every model"),
+    "--max-queue-delay-us": ("max_queue_delay_us", int, "dynamic batching delay"),
+    "--preprocess-instances": ("preprocess_instances", int, "preprocess instances"),
+    "--detector-instances": ("detector_instances", int, "detector instances"),
+    "--nms-instances": ("nms_instances", int, "NMS instances"),
+    "--conf": ("conf_threshold", float, "default score threshold"),
+    "--iou": ("iou_threshold", float, "default NMS IoU threshold"),
+    "--max-det": ("max_detections", int, "detections per image, output size"),
+    "--threads": ("intra_op_threads", int, "detector threads per instance, 0 = all cores"),
+}
+
+
+def add_build_repo(sub) -> None:
+    p = sub.add_parser("build-repo", help="write a Triton model repository (configs, model.py, detector model)")
+    p.add_argument("checkpoint", type=Path, help="input checkpoint (any supported format)")
+    p.add_argument("--flavour", choices=FLAVOURS, default=default_of(RepositoryConfig, "flavour"),
+                   help="cpu: embedded server, OpenVINO/ORT detector; gpu: DALI backend + TensorRT plan "
+                        "(default %(default)s)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="repository folder (default model_repository/FLAVOUR)")
+    p.add_argument("--calib", type=Path, default=None,
+                   help="calibration images (folder or COCO json): serve INT8 (PTQ); without it, FP32")
+    add_calibration_options(p)
+    add_scale_sharing(p)
+    p.add_argument("--detector-onnx", type=Path, default=None,
+                   help="use this detector graph (e.g. from `quantize`) instead of building one")
+    p.add_argument("--img-size", dest="input_hw", type=image_size, default=None, metavar="SIZE",
+                   help="network input, N or HxW (default: the checkpoint's)")
+    for flag, (name, kind, text) in REPOSITORY_OPTIONS.items():
+        p.add_argument(flag, dest=name, type=kind, default=None, metavar="N",
+                       help=f"{text} (default {default_of(RepositoryConfig, name)})")
+    runtime = default_of(RepositoryConfig, "detector_runtime")
+    p.add_argument("--runtime", dest="detector_runtime", choices=RUNTIMES, default=None,
+                   help=f"cpu flavour: detector runtime (default {runtime}: faster at equal accuracy, see README)")
+    p.set_defaults(func=run_build_repo)
+
+
+def run_build_repo(args) -> int:
+    from ..build_repo import build_repository
+
+    names = ("input_hw", "detector_runtime", *(name for name, _, _ in REPOSITORY_OPTIONS.values()))
+    overrides = {name: getattr(args, name) for name in names}
+    quantize_config = None
+    if args.calib:
+        from ..quantize.ptq import PtqConfig
+        from ..quantize.stage import QuantizeStageConfig
+
+        quantize_config = QuantizeStageConfig(ptq=PtqConfig(calibrator=args.calibrator), calib_images=args.calib_images,
+                                              scale_sharing=args.scale_sharing)
+    build_repository(args.checkpoint, args.output or Path("model_repository") / args.flavour, args.flavour,
+                     detector_onnx=args.detector_onnx, calib=args.calib, quantize_config=quantize_config, **overrides)
+    return 0
+
+
+def add_build_engine(sub) -> None:
+    from ..engine import cli as engine_cli
+
+    p = sub.add_parser("build-engine", help="TensorRT plan of a gpu repository (its manifest sets size, batch, "
+                       "precision); runs in the TensorRT container")
+    engine_cli.add_arguments(p)
+    p.set_defaults(func=engine_cli.run)
+
+
+def add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="run the embedded Triton server on a repository until Ctrl-C")
+    p.add_argument("repository", type=Path, nargs="?", default=CPU_REPOSITORY,
+                   help=f"model repository (default {CPU_REPOSITORY})")
+    add_server_options(p)
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args) -> int:
+    import signal
+    import threading
+
+    server = server_from_args(args).start()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("serving %s: http %s, grpc %s (Ctrl-C stops)", args.repository, server.http_url, server.grpc_url)
+    try:
+        while not stop.wait(1.0):
+            if server.process.poll() is not None:
+                raise BuildError(f"Triton exited with code {server.process.returncode}:\n{server.log_tail()}")
+    finally:
+        server.stop()
+    return 0
+
+
+def add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="build the CPU repository, serve it, detect sample images over gRPC, stop")
+    p.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT,
+                   help="checkpoint to serve (default: the bundled demo model)")
+    p.add_argument("--repository", type=Path, default=CPU_REPOSITORY, help="repository to build into")
+    p.add_argument("--images", type=Path, default=None, help="folder of images (default: generated samples)")
+    p.add_argument("--calib", type=Path, default=None,
+                   help="calibration images for INT8 (default: 64 generated synthetic calibration images)")
+    p.add_argument("--out-dir", type=Path, default=Path("artifacts/demo"), help="where annotated images go")
+    add_server_options(p)
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args) -> int:
+    from ..demo import run_demo as demo
+
+    annotated = demo(args.checkpoint, args.repository, args.out_dir, server_from_args(args), args.images, args.calib,
+                     report=print)
+    print(f"annotated images: {annotated}")
+    return 0
+
+
+def add_eval_server(sub) -> None:
+    p = sub.add_parser("eval-server", help="serve a repository and score a COCO set through it (vs offline)")
+    p.add_argument("repository", type=Path, nargs="?", default=CPU_REPOSITORY)
+    p.add_argument("--annotations", type=Path, default=VAL_ANNOTATIONS)
+    p.add_argument("--limit", type=int, default=None, help="first N images only")
+    p.add_argument("--work-dir", type=Path, default=Path("artifacts/server_eval"))
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/eval/server_int8.json"))
+    p.set_defaults(func=run_eval_server)
+
+
+def run_eval_server(args) -> int:
+    from yolov6_client.cli import main as client_main
+
+    from ..server import ServerOptions, TritonServer
+
+    detector = args.repository / DETECTOR_MODEL / "1" / "model.onnx"
+    runtime = json.loads((args.repository / "repository.json").read_text()).get("detector_runtime", "ort")
+    with TritonServer(args.repository, args.work_dir, ServerOptions.on_free_ports()) as server:
+        argv = ["eval", "--url", server.grpc_url, "--annotations", str(args.annotations), "-o", str(args.output)]
+        argv += ["--compare-onnx", str(detector), "--compare-runtime", runtime] if detector.is_file() else []
+        argv += ["--limit", str(args.limit)] if args.limit else []
+        return client_main(argv)
+
+
+COMMANDS = (add_build_repo, add_build_engine, add_serve, add_demo, add_eval_server)
