@@ -15,7 +15,7 @@ DATASET := artifacts/datasets/synthetic
 CALIB ?= $(DATASET)/calib
 SOAK_MINUTES ?= 10
 
-.PHONY: setup test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt train-repvgg-sgd repopt-report qat-repopt bench-int8 bench-nms \
+.PHONY: setup setup-services setup-deploy-tools test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt train-repvgg-sgd repopt-report qat-repopt bench-int8 bench-nms \
 	bench-serving bench loadtest soak gpu-check
 
 help:  ## list targets
@@ -31,7 +31,22 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	$(PIP) install -q --no-deps -e .
 	touch $@
 
-test: setup  ## run the test suite (CPU only; GPU/TensorRT tests skip with a reason)
+# What the deployment tests run: Debian's prometheus (promtool) and haproxy, and the manifest checkers
+# (kubernetes-validate, checkov) in a venv of their own. kubectl (kustomize) comes with the machine image.
+DEPLOY_VENV := .venv-deploy
+setup-services:  ## install Debian's prometheus and haproxy if missing (apt-get, as root)
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v haproxy >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		prometheus haproxy >/dev/null; }
+
+setup-deploy-tools: $(DEPLOY_VENV)/.installed  ## kubernetes-validate and checkov in .venv-deploy
+
+$(DEPLOY_VENV)/.installed: deploy/requirements-tools.txt deploy/constraints-tools.txt
+	test -x $(DEPLOY_VENV)/bin/python || python3 -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install -q -r deploy/requirements-tools.txt -c deploy/constraints-tools.txt
+	touch $@
+
+test: setup setup-services setup-deploy-tools  ## run the test suite (CPU only; GPU/TensorRT tests skip with a reason)
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 demo: setup  ## build the CPU repository from the demo model, serve it, detect sample images, stop

@@ -161,6 +161,7 @@ class TritonServer:
                 f"--http-address={o.host}", f"--http-port={o.http_port}",
                 f"--grpc-address={o.host}", f"--grpc-port={o.grpc_port}",
                 f"--metrics-address={o.host}", f"--metrics-port={o.metrics_port}",
+                "--metrics-config=summary_latencies=true",  # p50/p95/p99 per model for the dashboard
                 *(["--model-control-mode=explicit", "--load-model=*"] if o.managed_models
                   else ["--model-control-mode=none"]),
                 f"--log-verbose={o.log_verbose}", "--exit-on-error=true", "--strict-readiness=true",

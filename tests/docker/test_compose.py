@@ -16,7 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 # Dockerfile -> (its pip requirements file, the Python of its base image)
 IMAGE_REQUIREMENTS = {"Dockerfile.triton": ("requirements-triton.txt", release.CONTAINER_PYTHON),
-                      "Dockerfile.locust": ("requirements-locust.txt", "3.12")}
+                      "Dockerfile.locust": ("requirements-locust.txt", "3.12"),
+                      "Dockerfile.cpu": ("requirements-cpu.txt", "3.11")}
+NGC_BASED = {"Dockerfile.triton", "Dockerfile.engine"}
 # what the NGC images ship and a pip install must never replace
 NGC_FRAMEWORK = re.compile(r"^(torch.*|tensorrt.*|nvidia-.*|onnxruntime.*|triton|tritonserver.*|cuda-.*|jax.*|tensorflow.*)$")
 
@@ -109,7 +111,22 @@ def test_image_requirements_resolve_for_the_image_python(dockerfile, tmp_path):
     import json
 
     installed = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
-    assert not {name for name in installed if NGC_FRAMEWORK.match(name)}, installed
+    if dockerfile in NGC_BASED:
+        assert not {name for name in installed if NGC_FRAMEWORK.match(name)}, installed
+
+
+def test_cpu_image_pins_equal_the_projects_and_serves_what_make_serve_serves():
+    """The CPU image runs the code this suite tests: same Python minor, same pins, the embedded server."""
+    text = (DOCKER / "Dockerfile.cpu").read_text()
+    assert f"ARG PYTHON_VERSION={sys.version_info.major}.{sys.version_info.minor}" in text
+    makefile = (REPO / "Makefile").read_text()
+    pytriton = re.search(r"^PYTRITON := (\S+)", makefile, re.M).group(1)
+    assert f"pip install --no-deps {pytriton}" in text
+    project = (REPO / "requirements.txt").read_text()
+    for line in (DOCKER / "requirements-cpu.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            assert re.search(rf"^{re.escape(line)}$", project, re.M), f"{line} differs from requirements.txt"
+    assert 'ENTRYPOINT ["python", "-m", "yolov6_build"]' in text and '"serve", "/models"' in text
 
 
 def _serve(env, tmp_path):
@@ -125,6 +142,15 @@ def test_triton_refuses_to_start_without_an_admin_key(tmp_path):
     for env in ({}, {"TRITON_ADMIN_KEY": ""}):
         result = _serve(env, tmp_path)
         assert result.returncode == 2 and "TRITON_ADMIN_KEY" in result.stderr and not result.stdout
+
+
+def test_triton_reads_the_key_from_the_file_a_secret_mounts(tmp_path):
+    key_file = tmp_path / "admin-key"
+    key_file.write_text("from-secret\n")
+    args = _serve({"TRITON_ADMIN_KEY_FILE": str(key_file)}, tmp_path).stdout.splitlines()
+    assert args[0].endswith("=from-secret")
+    missing = _serve({"TRITON_ADMIN_KEY_FILE": str(tmp_path / "absent")}, tmp_path)
+    assert missing.returncode != 0 and not missing.stdout
 
 
 def test_triton_locks_the_embedded_servers_apis_with_the_key(tmp_path):

@@ -60,9 +60,28 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
                    help="where the server binary is laid out and logs are written")
 
 
+def admin_key_from_environment() -> str | None:
+    """The admin key a deployment gives: the file TRITON_ADMIN_KEY_FILE names (a Kubernetes Secret), or
+    TRITON_ADMIN_KEY; None when neither is set (the server then makes a random key per start)."""
+    import os
+
+    from ..errors import ConfigError
+
+    path = os.environ.get("TRITON_ADMIN_KEY_FILE")
+    if path:
+        try:
+            key = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"TRITON_ADMIN_KEY_FILE={path}: {exc.strerror}") from None
+        if not key:
+            raise ConfigError(f"TRITON_ADMIN_KEY_FILE={path} is empty")
+        return key
+    return os.environ.get("TRITON_ADMIN_KEY") or None
+
+
 def server_from_args(args):
     from ..server import ServerOptions, TritonServer
 
     options = ServerOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-                            metrics_port=args.metrics_port)
+                            metrics_port=args.metrics_port, admin_key=admin_key_from_environment())
     return TritonServer(args.repository, args.work_dir, options)
