@@ -65,6 +65,21 @@ def test_locust_service_waits_for_a_healthy_server(compose):
     assert f"class {user_class}(" in (REPO / "loadtest" / "locustfile.py").read_text()
 
 
+def test_monitoring_profile_uses_the_deployments_rules_and_dashboard(compose):
+    services = compose["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"]
+        assert all(p.startswith("127.0.0.1:") for p in services[name]["ports"])
+        for volume in services[name]["volumes"]:
+            assert (DOCKER / volume.split(":")[0]).exists(), volume
+    assert "../deploy/prometheus/rules.yml:/etc/prometheus/rules.yml:ro" in services["prometheus"]["volumes"]
+    assert "../deploy/grafana:/var/lib/grafana/dashboards:ro" in services["grafana"]["volumes"]
+    config = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/rules.yml"]
+    target = config["scrape_configs"][0]["static_configs"][0]
+    assert target["targets"] == ["triton:8002"] and {"namespace", "pod"} <= set(target["labels"])  # the rules group by them
+
+
 def test_one_pinned_release_everywhere(compose):
     for name in ("engine", "triton"):
         service = compose["services"][name]
