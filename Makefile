@@ -16,7 +16,7 @@ CALIB ?= $(DATASET)/calib
 SOAK_MINUTES ?= 10
 
 .PHONY: setup setup-services setup-deploy-tools test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt train-repvgg-sgd repopt-report qat-repopt bench-int8 bench-nms \
-	bench-serving bench loadtest soak gpu-check
+	bench-serving bench loadtest soak gpu-check fleet
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -131,3 +131,7 @@ gpu-check: setup  ## GPU host with docker: build INT8/FP16 plans, serve, compare
 
 clean:  ## remove generated artifacts (keeps .venv)
 	rm -rf artifacts .pytest_cache
+
+FLEET_REPLICAS ?= 3
+fleet: build-repo setup-services  ## N=$(FLEET_REPLICAS) embedded replicas behind HAProxy: req/s per N, a replica stopped mid-run (about 8 min)
+	$(CLI) fleet model_repository/cpu --replicas $(FLEET_REPLICAS)

@@ -10,6 +10,9 @@ Settings come from the environment:
   LOADTEST_MAX_REQUESTS  stop the run after this many requests (default: no limit; use --run-time)
   LOADTEST_TIMEOUT_S     seconds per request (default 30)
   LOADTEST_USER_RPS      each user paces itself to this many requests/s (default: back to back)
+  LOADTEST_RETRIES       retry a request this many times on a transient error (replica stopping,
+                         balancer 502/503, connection reset); each retry is reported under the name
+                         "retry", the request itself once under "infer" with its whole time (default 0)
 """
 
 from __future__ import annotations
@@ -30,7 +33,19 @@ grpc_gevent.init_gevent()  # before any channel exists: gRPC's I/O must yield to
 MODEL = os.environ.get("LOADTEST_MODEL", "yolov6")
 TIMEOUT_S = float(os.environ.get("LOADTEST_TIMEOUT_S", "30"))
 USER_RPS = float(os.environ.get("LOADTEST_USER_RPS", "0"))
+RETRIES = int(os.environ.get("LOADTEST_RETRIES", "0"))
+RETRY_PAUSE_S = 0.05  # doubled per attempt: 5 retries span 1.5 s, longer than a balancer needs to react
 OUTPUTS = ("num_detections", "boxes", "scores", "classes")
+# What a replica that is stopping, restarting or gone answers, directly or through a balancer: worth
+# another try (the same rule as yolov6_client.detector; this file must stay self-contained).
+TRANSIENT_STATUS = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "502", "503", "504")
+TRANSIENT_MESSAGES = ("has no available versions", "is not ready", "server is stopping", "is not healthy",
+                      "connect", "reset", "closed")
+
+
+def transient(status: str, message: str) -> bool:
+    message = message.lower()
+    return any(s in status for s in TRANSIENT_STATUS) or any(m in message for m in TRANSIENT_MESSAGES)
 # Mixed sizes and orientations, as cameras and uploads send them (width, height).
 GENERATED_SIZES = ((320, 240), (640, 480), (480, 640), (1280, 720), (1920, 1080), (1024, 1024))
 
@@ -99,10 +114,22 @@ class HttpDetectUser(FastHttpUser):
     @task
     def detect(self):
         body, headers = random.choice(self._bodies)
-        with self.client.post(f"/v2/models/{MODEL}/infer", data=body, headers=headers, name="infer",
-                              catch_response=True) as response:
-            if response.status_code != 200:
-                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+        started = time.perf_counter()
+        for attempt in range(RETRIES + 1):
+            with self.client.post(f"/v2/models/{MODEL}/infer", data=body, headers=headers, name="infer",
+                                  catch_response=True) as response:
+                if response.status_code == 200:
+                    response.request_meta["response_time"] = (time.perf_counter() - started) * 1e3
+                    return
+                text = (response.text or "")[:200] if response.status_code else str(response.error)
+                if attempt < RETRIES and transient(str(response.status_code), text):
+                    response.request_meta["name"] = "retry"  # counted apart; the request goes on
+                    response.success()
+                else:
+                    response.request_meta["response_time"] = (time.perf_counter() - started) * 1e3
+                    response.failure(f"HTTP {response.status_code}: {text}")
+                    return
+            gevent.sleep(RETRY_PAUSE_S * 2**attempt)
 
 
 class GrpcDetectUser(User):
@@ -123,12 +150,19 @@ class GrpcDetectUser(User):
     def detect(self):
         inputs, outputs = random.choice(self._requests)
         started = time.perf_counter()
-        length, error = 0, None
-        try:
-            result = self._client.infer(MODEL, inputs, outputs=outputs, client_timeout=TIMEOUT_S)
-            length = int(result.as_numpy("num_detections").sum())
-        except Exception as exc:  # every failure is a counted Locust failure, never a dead user
-            error = exc
+        for attempt in range(RETRIES + 1):
+            length, error = 0, None
+            try:
+                result = self._client.infer(MODEL, inputs, outputs=outputs, client_timeout=TIMEOUT_S)
+                length = int(result.as_numpy("num_detections").sum())
+            except Exception as exc:  # every failure is a counted Locust failure, never a dead user
+                status = exc.status() if hasattr(exc, "status") else type(exc).__name__
+                error = RuntimeError(f"{status}: {exc}")  # Locust reports repr(): keep status and message
+            if error is None or attempt == RETRIES or not transient(str(error), str(error)):
+                break
+            events.request.fire(request_type="grpc", name="retry", response_time=0.0, response_length=0,
+                                exception=None, context={})
+            gevent.sleep(RETRY_PAUSE_S * 2**attempt)
         events.request.fire(request_type="grpc", name="infer", response_time=(time.perf_counter() - started) * 1e3,
                             response_length=length, exception=error, context={})
 

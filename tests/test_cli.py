@@ -14,7 +14,7 @@ def _run(*args):
 
 
 COMMANDS = ["inspect", "fuse", "export-onnx", "build-repo", "serve", "demo", "make-dataset", "train", "quantize",
-            "sensitivity", "quant-report", "bench-int8", "bench-nms", "lint-qdq", "build-engine", "eval"]
+            "sensitivity", "quant-report", "bench-int8", "bench-nms", "lint-qdq", "build-engine", "eval", "fleet"]
 
 
 def test_help_lists_subcommands():
@@ -81,3 +81,21 @@ def test_configuration_errors_exit_2(tmp_path, capsys):
     checkpoint = "models/yolov6n_synthetic_320.pt"
     assert main(["build-repo", checkpoint, "-o", str(tmp_path / "repo"), "--max-batch-size", "0"]) == 2
     assert "max_batch_size must be >= 1" in capsys.readouterr().err
+
+
+def test_served_admin_key_comes_from_the_secret_file_or_the_environment(tmp_path, monkeypatch):
+    from yolov6_build.cli.common import admin_key_from_environment
+    from yolov6_build.errors import ConfigError
+
+    monkeypatch.delenv("TRITON_ADMIN_KEY", raising=False)
+    monkeypatch.delenv("TRITON_ADMIN_KEY_FILE", raising=False)
+    assert admin_key_from_environment() is None  # the server makes a random one
+    monkeypatch.setenv("TRITON_ADMIN_KEY", "from-env")
+    assert admin_key_from_environment() == "from-env"
+    key_file = tmp_path / "admin-key"
+    key_file.write_text("from-file\n")
+    monkeypatch.setenv("TRITON_ADMIN_KEY_FILE", str(key_file))
+    assert admin_key_from_environment() == "from-file"  # a mounted Secret wins
+    key_file.write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        admin_key_from_environment()

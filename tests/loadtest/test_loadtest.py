@@ -42,3 +42,15 @@ def test_failed_requests_are_counted_not_hidden(server, tmp_path, monkeypatch, p
     url = f"grpc://{server.grpc_url}" if protocol == "grpc" else f"http://{server.http_url}"
     result = run_step(url, protocol, 2, tmp_path, step_seconds=30, max_requests=10)
     assert result.requests >= 10 and result.failures == result.requests
+
+
+def test_retried_attempts_are_counted_apart_from_requests():
+    from yolov6_build.reports.loadtest import summarise
+
+    def entry(name, requests, failures=0, ms=10):
+        return {"name": name, "num_requests": requests, "num_failures": failures, "response_times": {str(ms): requests},
+                "total_response_time": ms * requests, "start_time": 0.0, "last_request_timestamp": 10.0}
+
+    summary = summarise([entry("infer", 100, failures=1), entry("retry", 7, ms=0)])
+    assert summary["requests"] == 100 and summary["failures"] == 1 and summary["retries"] == 7
+    assert summary["rps"] == 10.0 and summary["p50_ms"] == 10.0

@@ -1,11 +1,12 @@
-"""Load and acceptance commands: loadtest, soak, bench-serving, bench-nms, gpu-check."""
+"""Load and acceptance commands: loadtest, soak, bench-serving, bench-nms, gpu-check, fleet."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import CALIB_DIR, CPU_REPOSITORY, DEMO_CHECKPOINT, VAL_ANNOTATIONS, image_size, log, users_list
+from .common import CALIB_DIR, CPU_REPOSITORY, DEMO_CHECKPOINT, VAL_ANNOTATIONS, default_of, image_size, log, \
+    users_list
 
 
 def add_loadtest(sub) -> None:
@@ -130,4 +131,35 @@ def run_gpu_check(args) -> int:
     return 0 if report["checks"]["detections_match"] and report["checks"]["map_within_tolerance"] else 1
 
 
-COMMANDS = (add_loadtest, add_soak, add_bench_serving, add_bench_nms, add_gpu_check)
+def add_fleet(sub) -> None:
+    from ..scaleout.fleet import FleetSettings
+
+    p = sub.add_parser("fleet", help="N embedded replicas behind HAProxy: throughput per N, and one replica stopped "
+                       "mid-run (graceful, SIGKILL) with requests lost, retries and balancer reaction (report)")
+    p.add_argument("repository", type=Path, nargs="?", default=CPU_REPOSITORY)
+    for name, kind, text in (("replicas", int, "replicas at most (the scaling run measures 1..N)"),
+                             ("users", int, "Locust users through the balancer"),
+                             ("step_seconds", float, "seconds per scaling step"),
+                             ("disruption_seconds", float, "seconds per disruption run"),
+                             ("retries", int, "retries per request on transient errors")):
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=default_of(FleetSettings, name),
+                       help=f"{text} (default %(default)s)")
+    p.add_argument("--protocols", default="grpc,http", help="grpc, http or both (default %(default)s)")
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/fleet"))
+    p.set_defaults(func=run_fleet)
+
+
+def run_fleet(args) -> int:
+    from ..scaleout.fleet import FleetSettings, run_fleet as fleet
+
+    protocols = tuple(args.protocols.split(","))
+    if set(protocols) - {"grpc", "http"} or args.replicas < 2:
+        raise ConfigError(f"--protocols takes grpc,http and --replicas at least 2, got {args.protocols}, {args.replicas}")
+    settings = FleetSettings(replicas=args.replicas, users=args.users, step_seconds=args.step_seconds,
+                             protocols=protocols, disruption_seconds=args.disruption_seconds, retries=args.retries)
+    report = fleet(args.repository, args.output, settings)
+    print((args.output / "fleet.md").read_text())
+    return 1 if any(d["step"]["failures"] for d in report["disruptions"]) else 0
+
+
+COMMANDS = (add_loadtest, add_soak, add_bench_serving, add_bench_nms, add_gpu_check, add_fleet)

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 LOCUSTFILE = Path(__file__).resolve().parents[3] / "loadtest" / "locustfile.py"
 USER_CLASS = {"grpc": "GrpcDetectUser", "http": "HttpDetectUser"}
 DEFAULT_USERS = (1, 2, 4, 8, 16, 32)
+RETRY_NAME = "retry"  # the locustfile reports retried attempts under this name
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class StepResult:
     p95_ms: float
     p99_ms: float
     mean_ms: float
+    retries: int = 0  # transient errors retried by the users (LOADTEST_RETRIES), not counted as requests
 
 
 def check_loopback(host_url: str) -> None:
@@ -62,8 +64,11 @@ def summarise(entries: list[dict]) -> dict:
 
     Locust keeps response times as a histogram {rounded ms: count}; percentiles are read off it the
     way Locust does (the smallest bucket whose cumulative count reaches the fraction). Locust itself
-    is not imported here: importing it monkey-patches the whole process for gevent.
+    is not imported here: importing it monkey-patches the whole process for gevent. Entries named
+    "retry" (the locustfile's retried attempts) are counted apart, not as requests.
     """
+    retries = sum(e["num_requests"] for e in entries if e["name"] == RETRY_NAME)
+    entries = [e for e in entries if e["name"] != RETRY_NAME]
     histogram: dict[int, int] = {}
     for entry in entries:
         for ms, count in entry["response_times"].items():
@@ -84,12 +89,13 @@ def summarise(entries: list[dict]) -> dict:
     return {"requests": requests, "failures": sum(e["num_failures"] for e in entries),
             "rps": round(requests / (last - started), 2) if last > started else 0.0,
             "p50_ms": percentile(0.50), "p95_ms": percentile(0.95), "p99_ms": percentile(0.99),
-            "mean_ms": round(sum(e["total_response_time"] for e in entries) / timed, 2) if timed else float("nan")}
+            "mean_ms": round(sum(e["total_response_time"] for e in entries) / timed, 2) if timed else float("nan"),
+            "retries": retries}
 
 
 def run_step(host_url: str, protocol: str, users: int, out_dir: Path, step_seconds: float,
              max_requests: int, images: Path | None = None, locustfile: Path = LOCUSTFILE,
-             user_rps: float | None = None, monitor=None, name: str | None = None) -> StepResult:
+             user_rps: float | None = None, monitor=None, name: str | None = None, retries: int = 0) -> StepResult:
     """One Locust run at ``users`` concurrent users, each keeping one request in flight (or pacing
     itself to ``user_rps``). ``monitor()`` is called about once a second while it runs."""
     prefix = out_dir / "steps" / (name or f"{protocol}_u{users}")
@@ -103,6 +109,8 @@ def run_step(host_url: str, protocol: str, users: int, out_dir: Path, step_secon
         env["LOADTEST_IMAGES"] = str(images)
     if user_rps:
         env["LOADTEST_USER_RPS"] = str(user_rps)
+    if retries:
+        env["LOADTEST_RETRIES"] = str(retries)
     log_path = prefix.with_suffix(".log")
     deadline = time.monotonic() + step_seconds + 60
     with open(log_path, "wb") as log_file:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -17,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import BuildError, DependencyError
+from . import free_ports
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +24,6 @@ DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 RULES = DEPLOY / "prometheus" / "rules.yml"
 DASHBOARD = DEPLOY / "grafana" / "yolov6-triton.json"
 NAMESPACE = "local"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def prometheus_binary() -> str:
@@ -54,7 +48,7 @@ class LocalPrometheus:
     def __init__(self, work_dir: Path, targets: dict[str, str], interval_s: float = 1.0, rules: Path = RULES):
         self.work_dir = Path(work_dir)
         self.targets, self.interval_s, self.rules = targets, interval_s, rules
-        self.port = _free_port()
+        self.port = free_ports(1)[0]
         self.process: subprocess.Popen | None = None
 
     @property

@@ -1,0 +1,160 @@
+"""A real HAProxy in front of local Triton replicas: HTTP and gRPC (HTTP/2 cleartext), health-checked.
+
+A replica takes requests while its ensemble is ready (``/v2/models/yolov6/ready``): a replica that is
+draining (ensemble unloaded first, see ``TritonServer.drain``) or gone is taken out within about a
+second, and put back once it answers ready twice. Connection failures are redispatched to another
+replica by HAProxy itself; errors of requests already sent go back to the client, which retries.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import shutil
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..contract import ENSEMBLE_MODEL
+from ..errors import BuildError, DependencyError
+from . import free_ports
+
+log = logging.getLogger(__name__)
+CHECK_INTERVAL_MS = 300
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One Triton replica as the balancer sees it."""
+
+    name: str
+    host: str
+    http_port: int
+    grpc_port: int
+
+
+def haproxy_binary() -> str:
+    found = shutil.which("haproxy")
+    if not found:
+        raise DependencyError("HAProxy is not installed: `make setup-services` installs Debian's haproxy")
+    return found
+
+
+def haproxy_config(backends: list[Backend], http_port: int, grpc_port: int, stats_port: int) -> str:
+    http_servers = "\n".join(f"    server {b.name} {b.host}:{b.http_port} check" for b in backends)
+    # gRPC goes to the replica's gRPC port over HTTP/2; its health check asks the same replica's HTTP port
+    grpc_servers = "\n".join(f"    server {b.name} {b.host}:{b.grpc_port} proto h2 check port {b.http_port} "
+                             "check-proto h1" for b in backends)
+    return f"""# written by yolov6_build.scaleout.haproxy
+global
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    retries 2
+    option redispatch
+    default-server inter {CHECK_INTERVAL_MS}ms fall 2 rise 2
+
+frontend triton_http
+    bind 127.0.0.1:{http_port}
+    default_backend triton_http
+
+frontend triton_grpc
+    bind 127.0.0.1:{grpc_port} proto h2
+    default_backend triton_grpc
+
+backend triton_http
+    balance leastconn
+    option httpchk
+    http-check send meth GET uri /v2/models/{ENSEMBLE_MODEL}/ready
+    http-check expect status 200
+{http_servers}
+
+backend triton_grpc
+    balance leastconn
+    option httpchk
+    http-check send meth GET uri /v2/models/{ENSEMBLE_MODEL}/ready
+    http-check expect status 200
+{grpc_servers}
+
+listen stats
+    bind 127.0.0.1:{stats_port}
+    stats enable
+    stats uri /stats
+"""
+
+
+class HAProxy:
+    """``with HAProxy(work_dir, backends) as lb: lb.http_url, lb.grpc_url, lb.states()``."""
+
+    def __init__(self, work_dir: Path, backends: list[Backend]):
+        self.work_dir = Path(work_dir)
+        self.backends = backends
+        self.http_port, self.grpc_port, self.stats_port = free_ports(3)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self, timeout_s: float = 30.0) -> "HAProxy":
+        binary = haproxy_binary()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        config = self.work_dir / "haproxy.cfg"
+        config.write_text(haproxy_config(self.backends, self.http_port, self.grpc_port, self.stats_port))
+        check = subprocess.run([binary, "-c", "-q", "-f", str(config)], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise BuildError(f"haproxy rejected {config}: {check.stderr.strip() or check.stdout.strip()}")
+        self._log = open(self.work_dir / "haproxy.log", "wb")
+        self.process = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=self._log, stderr=subprocess.STDOUT)
+        self.wait_for(lambda states: all(state == "UP" for state in states.values()), timeout_s, "every replica UP")
+        return self
+
+    def states(self) -> dict[tuple[str, str], str]:
+        """{(backend, server): 'UP' | 'DOWN' | 'MAINT' | ...} from HAProxy's own statistics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.stats_port}/stats;csv", timeout=5) as response:
+            rows = csv.DictReader(io.StringIO(response.read().decode().lstrip("# ")))
+            return {(row["pxname"], row["svname"]): row["status"].split()[0] for row in rows
+                    if row["svname"] not in ("FRONTEND", "BACKEND")}
+
+    def wait_for(self, condition, timeout_s: float, what: str) -> float:
+        """Seconds until ``condition(states())`` held; BuildError after ``timeout_s``."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            if self.process is not None and self.process.poll() is not None:
+                raise BuildError(f"haproxy exited with code {self.process.returncode}; see {self.work_dir}/haproxy.log")
+            try:
+                if condition(self.states()):
+                    return time.monotonic() - started
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise BuildError(f"haproxy: not {what} after {timeout_s:.0f}s: {self.states()}")
+
+    def replica_is(self, name: str, state: str):
+        """A ``wait_for`` condition: replica ``name`` is in ``state`` in every backend."""
+        return lambda states: all(s == state for (_, server), s in states.items() if server == name)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.terminate()
+                self.process.wait(10)
+            self._log.close()
+        self.process = None
+
+    def __enter__(self) -> "HAProxy":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
