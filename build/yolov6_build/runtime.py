@@ -51,23 +51,44 @@ def _output_names(raw: bool) -> tuple[str, ...]:
 
 
 class OpenVinoDetector(_Detector):
-    """OpenVINO CPU plugin, latency hint (one request at a time uses every thread it is given)."""
+    """OpenVINO CPU plugin, latency hint (one request at a time uses every thread it is given).
+
+    The graph is compiled once per batch size with that static shape: on the demo model's INT8 graph
+    static shapes ran 1.15x (batch 1) faster than the dynamic batch axis, whose per-inference shape
+    handling grows with the node count. ``compile_batches`` compiles sizes ahead (the server's warm-up).
+    """
 
     def __init__(self, path_or_model, threads: int = 0):
         ov = require("openvino")
-        core = ov.Core()
-        model = core.read_model(str(path_or_model)) if isinstance(path_or_model, (str, Path)) else path_or_model
-        self.compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY",
-                                                          "INFERENCE_NUM_THREADS": _threads(threads)})
-        self.request = self.compiled.create_infer_request()
-        names = {name for port in self.compiled.outputs for name in port.get_names()}
+        self._core = ov.Core()
+        self._model = self._core.read_model(str(path_or_model)) if isinstance(path_or_model, (str, Path)) \
+            else path_or_model
+        self._config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": _threads(threads)}
+        names = {name for port in self._model.outputs for name in port.get_names()}
         self.raw = c.CANDIDATE_BOXES not in names
-        self.outputs = [self.compiled.output(n) for n in _output_names(self.raw)]
+        self._by_batch: dict[int, tuple] = {}
+
+    def compiled(self, batch: int):
+        """The compiled model for ``batch`` images (compiled on first use)."""
+        if batch not in self._by_batch:
+            model = self._model.clone()
+            shape = list(model.input(0).get_partial_shape())
+            model.reshape({model.input(0).any_name: [batch, *shape[1:]]})
+            compiled = self._core.compile_model(model, "CPU", self._config)
+            self._by_batch[batch] = (compiled, compiled.create_infer_request(),
+                                     [compiled.output(n) for n in _output_names(self.raw)])
+        return self._by_batch[batch][0]
+
+    def compile_batches(self, max_batch: int) -> None:
+        for batch in range(1, max_batch + 1):
+            self.compiled(batch)
 
     def infer(self, images: np.ndarray) -> list[np.ndarray]:
         """The graph's own outputs (what a throughput measurement times)."""
-        result = self.request.infer({c.DETECTOR_INPUT: images})
-        return [np.asarray(result[o]) for o in self.outputs]
+        self.compiled(len(images))
+        _, request, outputs = self._by_batch[len(images)]
+        result = request.infer({0: images})
+        return [np.asarray(result[o]) for o in outputs]
 
 
 class OrtDetector(_Detector):

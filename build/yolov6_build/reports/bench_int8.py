@@ -31,13 +31,15 @@ STOCK_INT8 = ("nncf_int8", "ort_stock_int8")
 
 
 def throughput(detector, batch: int, hw: tuple[int, int], seconds: float) -> float:
-    """Images per second of ``detector.infer`` (the graph alone) on one fixed input, after warm-up."""
+    """Images per second from letterboxed images to candidates (boxes, scores, classes) on one fixed
+    input, after warm-up: the bundle's graphs select them inside, upstream-format graphs are decoded on
+    the host (``runtime.split_raw``), so every path does the same work."""
     images = np.random.default_rng(0).random((batch, 3, *hw), dtype=np.float32)
     for _ in range(2):
-        detector.infer(images)
+        detector(images)
     runs, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds or runs < 3:
-        detector.infer(images)
+        detector(images)
         runs += 1
     return runs * batch / (time.perf_counter() - started)
 
@@ -54,25 +56,39 @@ def _nncf_model(fp32_onnx: Path, calib: list[np.ndarray]):
                          ignored_scope=ignored, subset_size=sum(len(b) for b in calib))
 
 
-def build_paths(model, quant, out: Path, hw: tuple[int, int], calib: list[np.ndarray], threads: int) -> dict:
-    """Detector per path: the FP32 ``model`` (deploy) and its modelopt-quantized twin ``quant``."""
+def build_graphs(model, quant, out: Path, hw: tuple[int, int], calib: list[np.ndarray]) -> dict:
+    """{path: (runtime, graph)} for the FP32 ``model`` (deploy) and its modelopt-quantized twin ``quant``;
+    a graph is an ONNX file, or NNCF's OpenVINO model."""
     from ..export.onnx import export_onnx
     from ..quantize.cpu_qdq import uint8_activations
     from ..quantize.ort_int8 import quantize_for_ort, quantize_static_qdq
-    from ..runtime import OpenVinoDetector, OrtDetector
 
     out.mkdir(parents=True, exist_ok=True)
     upstream = export_onnx(model, out / "upstream_fp32.onnx", hw)  # raw outputs, as upstream exports
     bundle_fp32 = export_onnx(model, out / "bundle_fp32.onnx", hw, topk=1000)
     bundle_qdq = export_onnx(quant, out / "bundle_qdq.onnx", hw, topk=1000)
-    bundle_ort = quantize_for_ort(bundle_fp32, out / "bundle_int8_ort.onnx", calib, (), "max")
-    return {"openvino_fp32": OpenVinoDetector(upstream, threads),
-            "nncf_int8": OpenVinoDetector(_nncf_model(upstream, calib), threads),
-            "ort_stock_int8": OrtDetector(quantize_static_qdq(upstream, out / "upstream_int8_ort_stock.onnx", calib),
-                                          threads),
-            "bundle_openvino": OpenVinoDetector(uint8_activations(bundle_qdq, out / "bundle_qdq_u8.onnx"), threads),
-            "bundle_ort": OrtDetector(bundle_ort, threads),
-            "qdq_openvino": OpenVinoDetector(bundle_qdq, threads)}
+    return {"openvino_fp32": ("openvino", upstream),
+            "nncf_int8": ("openvino", _nncf_model(upstream, calib)),
+            "ort_stock_int8": ("ort", quantize_static_qdq(upstream, out / "upstream_int8_ort_stock.onnx", calib)),
+            "bundle_openvino": ("openvino", uint8_activations(bundle_qdq, out / "bundle_qdq_u8.onnx")),
+            "bundle_ort": ("ort", quantize_for_ort(bundle_fp32, out / "bundle_int8_ort.onnx", calib, (), "max")),
+            "qdq_openvino": ("openvino", bundle_qdq)}
+
+
+def load_paths(graphs: dict, threads: int) -> dict:
+    from ..runtime import OpenVinoDetector, OrtDetector
+
+    return {name: (OpenVinoDetector if runtime == "openvino" else OrtDetector)(graph, threads)
+            for name, (runtime, graph) in graphs.items()}
+
+
+def profiles(graphs: dict, hw: tuple[int, int], batch: int, threads: int) -> dict[str, dict[str, float]]:
+    """Per path, ms per image by op group from the runtime's own profiler (``profile_cpu``)."""
+    from .profile_cpu import profile_openvino, profile_ort
+
+    images = np.random.default_rng(0).random((batch, 3, *hw), dtype=np.float32)
+    return {name: (profile_openvino if runtime == "openvino" else profile_ort)(graph, images, threads=threads)
+            for name, (runtime, graph) in graphs.items()}
 
 
 def _quantized_twin(model, calib, hw):
@@ -84,10 +100,18 @@ def _quantized_twin(model, calib, hw):
     return quant
 
 
-def speed_rows(label: str, detectors: dict, hw, batches, seconds: float) -> list[dict]:
+def speed_rows(label: str, detectors: dict, hw, batches, seconds: float, rounds: int = 3) -> list[dict]:
+    """img/s per path and batch: the median of ``rounds`` interleaved measurements (this machine's speed
+    drifts by 10-20% within minutes; interleaving exposes every path to the same drift)."""
+    import statistics
+
     rows = []
     for batch in batches:
-        speeds = {name: round(throughput(d, batch, hw, seconds), 1) for name, d in detectors.items()}
+        samples: dict[str, list[float]] = {name: [] for name in detectors}
+        for _ in range(rounds):
+            for name, detector in detectors.items():
+                samples[name].append(throughput(detector, batch, hw, seconds / rounds))
+        speeds = {name: round(statistics.median(values), 1) for name, values in samples.items()}
         rows.append({"model": label, "batch": batch, **speeds, **ratios(speeds)})
         log.info("%s", rows[-1])
     return rows
@@ -107,18 +131,19 @@ def bench_int8(out_dir: Path, sizes=("n", "s"), hw=(640, 640), batches=(1, 8), s
     from ..model.yolo import ModelSpec, build_model, fuse_for_deploy
 
     out = Path(out_dir)
-    rows, accuracy = [], {}
+    rows, accuracy, profiled = [], {}, {}
     for size in sizes:
         torch.manual_seed(0)
         model = fuse_for_deploy(build_model(ModelSpec(size, 80)))
         calib = [np.random.default_rng(i).random((4, 3, *hw), dtype=np.float32) for i in range(2)]
-        detectors = build_paths(model, _quantized_twin(model, calib, hw), out / size, hw, calib, threads)
-        rows += speed_rows(f"{size} (random) {hw[0]}", detectors, hw, batches, seconds)
+        graphs = build_graphs(model, _quantized_twin(model, calib, hw), out / size, hw, calib)
+        rows += speed_rows(f"{size} (random) {hw[0]}", load_paths(graphs, threads), hw, batches, seconds)
+        profiled[f"{size} (random) {hw[0]}, batch 1"] = profiles(graphs, hw, 1, threads)
     if demo_checkpoint:
         demo_rows, accuracy = _demo(demo_checkpoint, val_annotations, calib_dir, out / "demo", batches, seconds,
                                     threads)
         rows += demo_rows
-    report = {"rows": rows, "map50_95": accuracy, "paths": list(PATHS), "served": SERVED}
+    report = {"rows": rows, "map50_95": accuracy, "paths": list(PATHS), "served": SERVED, "profiles": profiled}
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_int8.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "bench_int8.md").write_text(markdown(report))
@@ -134,7 +159,7 @@ def _demo(checkpoint: Path, annotations: Path, calib_dir: Path, out: Path, batch
     model, info = load_deploy_model(checkpoint)
     hw = tuple(info.input_hw)
     calib = load_batches(calib_dir, hw, 128, 16, 0, False)
-    detectors = build_paths(model, _quantized_twin(model, calib, hw), out, hw, calib, threads)
+    detectors = load_paths(build_graphs(model, _quantized_twin(model, calib, hw), out, hw, calib), threads)
     dataset = CocoDataset(annotations)
     accuracy = {name: round(evaluate(d, dataset, hw, EvalSettings(), progress=False)["map50_95"], 4)
                 for name, d in detectors.items()}
@@ -158,4 +183,10 @@ def markdown(report: dict) -> str:
         lines += ["", "Demo model, mAP@0.5:0.95 on the val set (change vs OpenVINO FP32, points):", "",
                   "| path | mAP | change |", "|---|---|---|"]
         lines += [f"| {names[p]} | {acc[p]:.4f} | {100 * (acc[p] - fp32):+.2f} |" for p in PATHS]
+    for label, profile in report.get("profiles", {}).items():
+        from .profile_cpu import profile_table
+
+        lines += ["", f"Where the time goes, {label} (ms per image by op group, the runtimes' own profilers; "
+                  "their overhead makes totals exceed 1000 / img/s):", "",
+                  profile_table({names[p].strip("*"): profile[p] for p in PATHS})]
     return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@
 The graph is the bundle's INT8 model (or FP32); all requests of a dynamic batch run in one call.
 """
 
+import json
 import os
 
 import numpy as np
@@ -18,6 +19,8 @@ class TritonPythonModel:
         params = config_parameters(args)
         path = os.path.join(args["model_repository"], args["model_version"], params.get("onnx_file", "model.onnx"))
         self.detector = load_detector(path, params.get("runtime", "ort"), int(params.get("intra_op_threads", "0")))
+        if hasattr(self.detector, "compile_batches"):  # OpenVINO: one static-shape compile per batch size, now
+            self.detector.compile_batches(max(1, json.loads(args["model_config"])["max_batch_size"]))
 
     def execute(self, requests):
         batches = [pb_utils.get_input_tensor_by_name(r, contract.DETECTOR_INPUT).as_numpy() for r in requests]

@@ -1,0 +1,63 @@
+"""bench-serving's arithmetic: Triton's statistics turned into a per-request time split, and the ratios
+and targets of the report (made-up numbers); one live step reads a real server's statistics."""
+
+import pytest
+
+from yolov6_build.reports.bench_serving import markdown, ratios
+from yolov6_build.reports.triton_stats import model_statistics, time_split
+
+
+def _stats(success, inferences, executions, queue_ns, infer_ns):
+    phase = lambda ns: {"count": success, "ns": ns}  # noqa: E731
+    return {"inference_count": inferences, "execution_count": executions,
+            "inference_stats": {"success": phase(queue_ns + infer_ns), "queue": phase(queue_ns),
+                                "compute_input": phase(0), "compute_infer": phase(infer_ns),
+                                "compute_output": phase(0)}}
+
+
+def test_time_split_is_per_request_over_the_interval():
+    before = {"yolov6_detector": _stats(10, 10, 10, 10e6, 100e6)}
+    after = {"yolov6_detector": _stats(50, 50, 20, 90e6, 500e6), "idle_model": _stats(0, 0, 0, 0, 0)}
+    split = time_split(before, after)
+    assert set(split) == {"yolov6_detector"}  # no requests in the interval: no row
+    detector = split["yolov6_detector"]
+    assert detector["requests"] == 40 and detector["executions"] == 10 and detector["mean_batch"] == 4.0
+    assert detector["queue_ms"] == 2.0 and detector["compute_infer_ms"] == 10.0
+
+
+def _run(in_process_best, steps):
+    return {"runtime": "openvino", "in_process": {"batch_1": 50.0, "batch_8": in_process_best, "best": in_process_best},
+            "served": [{"users": u, "rps": rps, "vs_in_process": round(rps / in_process_best, 3), "failures": 0,
+                        "p50_ms": 10.0, "models": {}} for u, rps in steps]}
+
+
+def test_targets_need_both_c4_and_the_best_concurrency():
+    report = {"input_hw": [320, 320], "images": 8, "batch": 8, "users": [1, 4, 8],
+              "preprocess": {"dali": 300.0, "plain": 150.0},
+              "runs": {"int8 openvino": _run(100.0, [(1, 40.0), (4, 85.0), (8, 95.0)]),
+                       "int8 ort": _run(100.0, [(1, 40.0), (4, 70.0), (8, 95.0)]),
+                       "fp32": _run(60.0, [(1, 30.0), (4, 50.0), (8, 50.0)])}}
+    r = ratios(report)
+    assert r["int8 openvino"] == {"at_c4": 0.85, "best": 0.95, "best_users": 8, "targets_met": True}
+    assert r["int8 ort"]["targets_met"] is False  # 0.70 at c=4
+    assert r["int8_vs_fp32_served"] == 1.9 and r["zero_failures"]
+    report["ratios"] = r
+    text = markdown(report)
+    assert "int8 openvino: met" in text and "int8 ort: NOT met" in text
+
+
+@pytest.mark.slow
+def test_statistics_of_a_live_server_split_every_pipeline_step(server, images):
+    from yolov6_client import TritonDetector
+
+    before = model_statistics(server.http_url)
+    with TritonDetector(server.grpc_url) as detector:
+        for path in images:
+            detector.detect(path)
+    split = time_split(before, model_statistics(server.http_url))
+    assert {"yolov6", "yolov6_preprocess", "yolov6_detector", "yolov6_nms"} <= set(split)
+    assert all(split[m]["requests"] == len(images) for m in split)
+    ensemble = split["yolov6"]["compute_infer_ms"]
+    steps = sum(split[m][f"{p}_ms"] for m in ("yolov6_preprocess", "yolov6_detector", "yolov6_nms")
+                for p in ("queue", "compute_input", "compute_infer", "compute_output"))
+    assert 0 < steps <= ensemble * 1.05  # the steps happen inside the ensemble's time
