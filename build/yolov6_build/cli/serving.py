@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..contract import DETECTOR_MODEL
 from ..errors import BuildError
-from ..repository import FLAVOURS, RepositoryConfig
+from ..repository import FLAVOURS, QUEUE_DELAY_US, RepositoryConfig
 from ..runtime import RUNTIMES
 from .common import CPU_REPOSITORY, DEMO_CHECKPOINT, VAL_ANNOTATIONS, add_server_options, default_of, image_size, \
     log, server_from_args
@@ -43,8 +43,10 @@ def add_build_repo(sub) -> None:
     p.add_argument("--img-size", dest="input_hw", type=image_size, default=None, metavar="SIZE",
                    help="network input, N or HxW (default: the checkpoint's)")
     for flag, (name, kind, text) in REPOSITORY_OPTIONS.items():
-        p.add_argument(flag, dest=name, type=kind, default=None, metavar="N",
-                       help=f"{text} (default {default_of(RepositoryConfig, name)})")
+        default = default_of(RepositoryConfig, name)
+        if default is None and name == "max_queue_delay_us":
+            default = ", ".join(f"{flavour} {us}" for flavour, us in QUEUE_DELAY_US.items())
+        p.add_argument(flag, dest=name, type=kind, default=None, metavar="N", help=f"{text} (default {default})")
     runtime = default_of(RepositoryConfig, "detector_runtime")
     p.add_argument("--runtime", dest="detector_runtime", choices=RUNTIMES, default=None,
                    help=f"cpu flavour: detector runtime (default {runtime}: faster at equal accuracy, see README)")
