@@ -133,5 +133,5 @@ clean:  ## remove generated artifacts (keeps .venv)
 	rm -rf artifacts .pytest_cache
 
 FLEET_REPLICAS ?= 3
-fleet: build-repo setup-services  ## N=$(FLEET_REPLICAS) embedded replicas behind HAProxy: req/s per N, a replica stopped mid-run (about 8 min)
+fleet: build-repo setup-services  ## FLEET_REPLICAS (default 3) embedded replicas behind HAProxy: req/s per N, a replica stopped mid-run (about 8 min)
 	$(CLI) fleet model_repository/cpu --replicas $(FLEET_REPLICAS)
