@@ -57,7 +57,12 @@ def test_statistics_of_a_live_server_split_every_pipeline_step(server, images):
     split = time_split(before, model_statistics(server.http_url))
     assert {"yolov6", "yolov6_preprocess", "yolov6_detector", "yolov6_nms"} <= set(split)
     assert all(split[m]["requests"] == len(images) for m in split)
-    ensemble = split["yolov6"]["compute_infer_ms"]
+    ensemble = split["yolov6"]["request_ms"]
     steps = sum(split[m][f"{p}_ms"] for m in ("yolov6_preprocess", "yolov6_detector", "yolov6_nms")
                 for p in ("queue", "compute_input", "compute_infer", "compute_output"))
-    assert 0 < steps <= ensemble * 1.05  # the steps happen inside the ensemble's time
+    # the steps run one after another inside the ensemble's request; Triton stamps each model's times
+    # at slightly different points, so the sum may exceed the ensemble's by a hair (0.1% seen)
+    assert 0.5 * ensemble < steps <= ensemble * 1.02
+    for m in ("yolov6_preprocess", "yolov6_detector", "yolov6_nms"):
+        phases = sum(split[m][f"{p}_ms"] for p in ("queue", "compute_input", "compute_infer", "compute_output"))
+        assert phases <= split[m]["request_ms"] * 1.01

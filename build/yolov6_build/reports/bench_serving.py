@@ -152,7 +152,7 @@ def _split_cells(step: dict) -> str:
         cells.append("" if m is None else f"{m['queue_ms']:.1f} / {m['compute_input_ms']:.1f} / "
                      f"{m['compute_infer_ms']:.1f} / {m['compute_output_ms']:.1f} (b {m['mean_batch']:g})")
     ensemble = step["models"].get(c.ENSEMBLE_MODEL, {})
-    return " | ".join([f"{ensemble.get('compute_infer_ms', float('nan')):.1f}", *cells])
+    return " | ".join([f"{ensemble.get('request_ms', float('nan')):.1f}", *cells])
 
 
 def markdown(report: dict) -> str:

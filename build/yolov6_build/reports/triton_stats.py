@@ -2,8 +2,9 @@
 
 Triton counts, per model and per request: time queued (waiting for an instance or for a batch to
 form), compute input (tensors handed to the model, for the Python backend: shared-memory copies),
-compute infer (the model's own work) and compute output. Snapshots before and after a load step give
-the split of that step; the ensemble's own compute time is the whole pipeline inside the server.
+compute infer (the model's own work) and compute output, and each request's whole time in the model.
+Snapshots before and after a load step give the split of that step; the ensemble's whole request time
+is the pipeline inside the server.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def model_statistics(http_url: str) -> dict[str, dict]:
 
 def time_split(before: dict[str, dict], after: dict[str, dict]) -> dict[str, dict]:
     """Per model, over the interval between two snapshots: requests, executions (batches), the mean
-    batch, and milliseconds per request in each phase."""
+    batch, milliseconds per request from arrival to response (``request_ms``; for the ensemble, the
+    whole pipeline inside the server) and in each phase."""
     split = {}
     for name, now in after.items():
         then = before.get(name, {})
@@ -40,6 +42,7 @@ def time_split(before: dict[str, dict], after: dict[str, dict]) -> dict[str, dic
             continue
         split[name] = {"requests": int(requests), "executions": int(executions),
                        "mean_batch": round(delta(("inference_count",)) / executions, 2) if executions else 0.0,
+                       "request_ms": round(delta(("inference_stats", "success", "ns")) / requests / 1e6, 3),
                        **{f"{phase}_ms": round(delta(("inference_stats", phase, "ns")) / requests / 1e6, 3)
                           for phase in PHASES}}
     return split
