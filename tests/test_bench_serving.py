@@ -58,11 +58,16 @@ def test_statistics_of_a_live_server_split_every_pipeline_step(server, images):
     assert {"yolov6", "yolov6_preprocess", "yolov6_detector", "yolov6_nms"} <= set(split)
     assert all(split[m]["requests"] == len(images) for m in split)
     ensemble = split["yolov6"]["request_ms"]
-    steps = sum(split[m][f"{p}_ms"] for m in ("yolov6_preprocess", "yolov6_detector", "yolov6_nms")
-                for p in ("queue", "compute_input", "compute_infer", "compute_output"))
-    # the steps run one after another inside the ensemble's request; Triton stamps each model's times
-    # at slightly different points, so the sum may exceed the ensemble's by a hair (0.1% seen)
-    assert 0.5 * ensemble < steps <= ensemble * 1.02
+    steps = ("yolov6_preprocess", "yolov6_detector", "yolov6_nms")
+
+    def total(phases):
+        return sum(split[m][f"{p}_ms"] for m in steps for p in phases)
+
+    # The steps run one after another inside the ensemble's request, so their phases account for its
+    # time: without the output hand-over (during which the next step may already start, so it can
+    # overlap) they fit inside it; with it they cover nearly all of it.
+    assert total(("queue", "compute_input", "compute_infer")) <= 1.02 * ensemble
+    assert total(("queue", "compute_input", "compute_infer", "compute_output")) >= 0.8 * ensemble
     for m in ("yolov6_preprocess", "yolov6_detector", "yolov6_nms"):
         phases = sum(split[m][f"{p}_ms"] for p in ("queue", "compute_input", "compute_infer", "compute_output"))
         assert phases <= split[m]["request_ms"] * 1.01
