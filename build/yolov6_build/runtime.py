@@ -68,8 +68,8 @@ class OpenVinoDetector(_Detector):
         self.raw = c.CANDIDATE_BOXES not in names
         self._by_batch: dict[int, tuple] = {}
 
-    def compiled(self, batch: int):
-        """The compiled model for ``batch`` images (compiled on first use)."""
+    def _for_batch(self, batch: int) -> tuple:
+        """(compiled model, infer request, output ports) for ``batch`` images, compiled on first use."""
         if batch not in self._by_batch:
             model = self._model.clone()
             shape = list(model.input(0).get_partial_shape())
@@ -77,16 +77,19 @@ class OpenVinoDetector(_Detector):
             compiled = self._core.compile_model(model, "CPU", self._config)
             self._by_batch[batch] = (compiled, compiled.create_infer_request(),
                                      [compiled.output(n) for n in _output_names(self.raw)])
-        return self._by_batch[batch][0]
+        return self._by_batch[batch]
+
+    def compiled(self, batch: int):
+        """The compiled model for ``batch`` images."""
+        return self._for_batch(batch)[0]
 
     def compile_batches(self, max_batch: int) -> None:
         for batch in range(1, max_batch + 1):
-            self.compiled(batch)
+            self._for_batch(batch)
 
     def infer(self, images: np.ndarray) -> list[np.ndarray]:
         """The graph's own outputs (what a throughput measurement times)."""
-        self.compiled(len(images))
-        _, request, outputs = self._by_batch[len(images)]
+        _, request, outputs = self._for_batch(len(images))
         result = request.infer({0: images})
         return [np.asarray(result[o]) for o in outputs]
 

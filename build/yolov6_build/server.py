@@ -51,15 +51,22 @@ class ServerOptions:
     @classmethod
     def on_free_ports(cls, **options) -> "ServerOptions":
         """Options with HTTP, gRPC and metrics ports the OS reports free now (benchmarks, tests)."""
-        import socket
+        http, grpc, metrics = free_ports(3)
+        return cls(http_port=http, grpc_port=grpc, metrics_port=metrics, **options)
 
-        sockets = [socket.socket() for _ in range(3)]
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports the OS reports free now (all bound at once, so none repeats)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
         for s in sockets:
             s.bind(("127.0.0.1", 0))
-        http, grpc, metrics = (s.getsockname()[1] for s in sockets)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
         for s in sockets:
             s.close()
-        return cls(http_port=http, grpc_port=grpc, metrics_port=metrics, **options)
 
 
 def _pytriton_dir() -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..contract import DEFAULT_INPUT_HW, ONNX_OPSET
 from ..runtime import RUNTIMES
-from .common import DATASET, VAL_ANNOTATIONS, image_size, log
+from .common import DATASET, VAL_ANNOTATIONS, default_of, image_size, log
 
 
 def add_inspect(sub) -> None:
@@ -88,7 +88,6 @@ def run_make_dataset(args) -> int:
 
 def add_train(sub) -> None:
     from ..train.loop import TrainConfig
-    from .common import default_of
 
     def option(name: str, help: str = "", **kwargs):  # --name-with-dashes, default from TrainConfig
         p.add_argument("--" + name.replace("_", "-"), default=default_of(TrainConfig, name),

@@ -77,13 +77,17 @@ def served_steps(repository: Path, work_dir: Path, images: Path, users, step_sec
     return rows
 
 
-def runtime_twin(repository: Path, runtime: str, out: Path, checkpoint: Path | None = None) -> Path:
+def repository_settings(manifest: dict) -> dict:
+    """A repository's configuration from its manifest, as ``build_repository`` overrides (same repository again)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in manifest["config"].items() if k != "flavour"}
+
+
+def runtime_twin(repository: Path, manifest: dict, runtime: str, out: Path, checkpoint: Path | None = None) -> Path:
     """The INT8 repository served on ``runtime``: ``repository`` itself, or one built beside ``out`` from
     the same quantize stage's graph for that runtime (same scales, same configs)."""
-    from ..build_repo import build_repository, read_manifest, served_int8_graph
+    from ..build_repo import build_repository, served_int8_graph
 
-    manifest = read_manifest(repository)
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in manifest["config"].items() if k != "flavour"}
+    config = repository_settings(manifest)
     if config["detector_runtime"] == runtime:
         return Path(repository)
     graph = Path(manifest["detector"]).parent / served_int8_graph("cpu", runtime)
@@ -106,9 +110,10 @@ def bench_serving(int8_repository: Path, out_dir: Path, checkpoint: Path | None 
     image_dir = out / "images"
     encoded = [p.read_bytes() for p in sample_images(image_dir, images)]
     manifest = read_manifest(int8_repository)
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in manifest["config"].items() if k != "flavour"}
+    config = repository_settings(manifest)
     input_hw, batch = config["input_hw"], config["max_batch_size"]
-    repos = {f"int8 {runtime}": (runtime_twin(int8_repository, runtime, out, checkpoint), runtime) for runtime in RUNTIMES}
+    repos = {f"int8 {runtime}": (runtime_twin(int8_repository, manifest, runtime, out, checkpoint), runtime)
+             for runtime in RUNTIMES}
     # the FP32 export of the same checkpoint on the default runtime: what INT8 buys inside the server
     fp32 = out / "repo_fp32" / "cpu"
     build_repository(checkpoint or Path(manifest["checkpoint"]["path"]), fp32, "cpu", **config)

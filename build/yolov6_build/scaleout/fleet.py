@@ -150,7 +150,7 @@ def run_fleet(repository: Path, out_dir: Path, settings: FleetSettings = FleetSe
                     disruptions.append(disruption_run(fleet, balancer, mode, protocol, settings.users,
                                                       settings.disruption_seconds, settings.retries, out_dir))
     report = {"settings": asdict(settings), "cpu_count": os.cpu_count(), "scaling": scaling,
-              "disruptions": [{**asdict(d), "step": asdict(d.step)} for d in disruptions]}
+              "disruptions": [asdict(d) for d in disruptions]}  # asdict recurses into the step
     write_report(report, out_dir)
     return report
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -19,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..contract import ENSEMBLE_MODEL
-from ..errors import BuildError, DependencyError
-from . import free_ports
+from ..errors import BuildError
+from ..server import free_ports
+from . import ServiceProcess, service_binary
 
-log = logging.getLogger(__name__)
 CHECK_INTERVAL_MS = 300
 
 
@@ -34,13 +32,6 @@ class Backend:
     host: str
     http_port: int
     grpc_port: int
-
-
-def haproxy_binary() -> str:
-    found = shutil.which("haproxy")
-    if not found:
-        raise DependencyError("HAProxy is not installed: `make setup-services` installs Debian's haproxy")
-    return found
 
 
 def haproxy_config(backends: list[Backend], http_port: int, grpc_port: int, stats_port: int) -> str:
@@ -97,7 +88,7 @@ class HAProxy:
         self.work_dir = Path(work_dir)
         self.backends = backends
         self.http_port, self.grpc_port, self.stats_port = free_ports(3)
-        self.process: subprocess.Popen | None = None
+        self.service: ServiceProcess | None = None
 
     @property
     def http_url(self) -> str:
@@ -108,15 +99,14 @@ class HAProxy:
         return f"127.0.0.1:{self.grpc_port}"
 
     def start(self, timeout_s: float = 30.0) -> "HAProxy":
-        binary = haproxy_binary()
+        binary = service_binary("haproxy")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         config = self.work_dir / "haproxy.cfg"
         config.write_text(haproxy_config(self.backends, self.http_port, self.grpc_port, self.stats_port))
         check = subprocess.run([binary, "-c", "-q", "-f", str(config)], capture_output=True, text=True)
         if check.returncode != 0:
             raise BuildError(f"haproxy rejected {config}: {check.stderr.strip() or check.stdout.strip()}")
-        self._log = open(self.work_dir / "haproxy.log", "wb")
-        self.process = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=self._log, stderr=subprocess.STDOUT)
+        self.service = ServiceProcess([binary, "-db", "-f", str(config)], self.work_dir / "haproxy.log")
         self.wait_for(lambda states: all(state == "UP" for state in states.values()), timeout_s, "every replica UP")
         return self
 
@@ -131,8 +121,8 @@ class HAProxy:
         """Seconds until ``condition(states())`` held; BuildError after ``timeout_s``."""
         started = time.monotonic()
         while time.monotonic() - started < timeout_s:
-            if self.process is not None and self.process.poll() is not None:
-                raise BuildError(f"haproxy exited with code {self.process.returncode}; see {self.work_dir}/haproxy.log")
+            if self.service is not None and self.service.exited() is not None:
+                raise BuildError(f"haproxy exited with code {self.service.exited()}; see {self.service.log_path}")
             try:
                 if condition(self.states()):
                     return time.monotonic() - started
@@ -146,12 +136,9 @@ class HAProxy:
         return lambda states: all(s == state for (_, server), s in states.items() if server == name)
 
     def stop(self) -> None:
-        if self.process is not None:
-            if self.process.poll() is None:
-                self.process.terminate()
-                self.process.wait(10)
-            self._log.close()
-        self.process = None
+        if self.service is not None:
+            self.service.stop()
+        self.service = None
 
     def __enter__(self) -> "HAProxy":
         return self.start()

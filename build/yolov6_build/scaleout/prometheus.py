@@ -7,30 +7,19 @@ the rules, the prometheus-adapter query and the dashboard run here unchanged.
 from __future__ import annotations
 
 import json
-import logging
-import shutil
-import subprocess
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from ..errors import BuildError, DependencyError
-from . import free_ports
-
-log = logging.getLogger(__name__)
+from ..errors import BuildError
+from ..server import free_ports
+from . import ServiceProcess, service_binary
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 RULES = DEPLOY / "prometheus" / "rules.yml"
 DASHBOARD = DEPLOY / "grafana" / "yolov6-triton.json"
 NAMESPACE = "local"
-
-
-def prometheus_binary() -> str:
-    found = shutil.which("prometheus")
-    if not found:
-        raise DependencyError("Prometheus is not installed: `make setup-services` installs Debian's prometheus")
-    return found
 
 
 def scrape_config(targets: dict[str, str], interval_s: float, rules: Path) -> dict:
@@ -49,7 +38,7 @@ class LocalPrometheus:
         self.work_dir = Path(work_dir)
         self.targets, self.interval_s, self.rules = targets, interval_s, rules
         self.port = free_ports(1)[0]
-        self.process: subprocess.Popen | None = None
+        self.service: ServiceProcess | None = None
 
     @property
     def url(self) -> str:
@@ -58,23 +47,21 @@ class LocalPrometheus:
     def start(self, timeout_s: float = 60.0) -> "LocalPrometheus":
         import yaml
 
-        binary = prometheus_binary()
+        binary = service_binary("prometheus")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         config = self.work_dir / "prometheus.yml"
         config.write_text(yaml.safe_dump(scrape_config(self.targets, self.interval_s, self.rules), sort_keys=False))
         command = [binary, f"--config.file={config}", f"--storage.tsdb.path={self.work_dir / 'data'}",
                    f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=2h"]
-        self._log = open(self.work_dir / "prometheus.log", "wb")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        self.service = ServiceProcess(command, self.work_dir / "prometheus.log")
         self._wait_until_scraping(timeout_s)
         return self
 
     def _wait_until_scraping(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BuildError(f"prometheus exited with code {self.process.returncode}; see "
-                                 f"{self.work_dir / 'prometheus.log'}")
+            if self.service.exited() is not None:
+                raise BuildError(f"prometheus exited with code {self.service.exited()}; see {self.service.log_path}")
             try:
                 if len(self.query("up == 1")) == len(self.targets):
                     return
@@ -94,16 +81,9 @@ class LocalPrometheus:
         return [{"metric": r["metric"], "value": float(r["value"][1])} for r in body["data"]["result"]]
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process is not None:
-            self._log.close()
-        self.process = None
+        if self.service is not None:
+            self.service.stop()
+        self.service = None
 
     def __enter__(self) -> "LocalPrometheus":
         return self.start()
