@@ -89,10 +89,10 @@ def quantized(checkpoint, tmp_path_factory):
 
 
 def build_int8_repository(checkpoint, quantized, out, runtime: str):
-    """A CPU repository serving the INT8 graph that ``runtime`` runs (as build-repo --calib makes it)."""
+    """A CPU repository serving the INT8 graph on ``runtime`` (as build-repo --calib makes it)."""
     from yolov6_build.build_repo import build_repository, served_int8_graph
 
-    build_repository(checkpoint, out, "cpu", detector_onnx=quantized / served_int8_graph("cpu", runtime),
+    build_repository(checkpoint, out, "cpu", detector_onnx=quantized / served_int8_graph("cpu"),
                      max_batch_size=4, detector_runtime=runtime)
     return out
 

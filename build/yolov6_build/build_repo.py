@@ -28,13 +28,11 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def served_int8_graph(flavour: str, runtime: str = "openvino") -> str:
+def served_int8_graph(flavour: str) -> str:
     """Which graph of the quantize stage a flavour serves. gpu: the explicit Q/DQ graph TensorRT
-    builds from. cpu on OpenVINO: that graph with uint8 activations (modelopt's scales, see
-    quantize.cpu_qdq); cpu on ORT: ORT's own QDQ graph, where its integer kernels fuse."""
-    if flavour == "gpu":
-        return "detector_qdq.onnx"
-    return "detector_qdq_u8.onnx" if runtime == "openvino" else "detector_int8_ort.onnx"
+    builds from. cpu: its CPU form (modelopt's scales, uint8 activations, see quantize.cpu_qdq),
+    one file for OpenVINO and ONNX Runtime."""
+    return "detector_qdq.onnx" if flavour == "gpu" else "detector_qdq_u8.onnx"
 
 
 def repository_config_for(checkpoint_info, flavour: str, **overrides) -> RepositoryConfig:
@@ -61,8 +59,7 @@ def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", dete
 
         quant_dir = Path(quantize_dir or Path("artifacts") / "quantize" / Path(out_dir).name)
         quantize_report = run_quantize(checkpoint, calib, quant_dir, quantize_config or QuantizeStageConfig())
-        detector_onnx = quant_dir / served_int8_graph(flavour, overrides.get("detector_runtime") or
-                                                      RepositoryConfig.detector_runtime)
+        detector_onnx = quant_dir / served_int8_graph(flavour)
     from .export.onnx import export_onnx
     from .model.checkpoint import load_deploy_model
 

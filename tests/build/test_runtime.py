@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from yolov6_build import contract as c
+from yolov6_build.quantize.ort_int8 import node_module
 from yolov6_build.runtime import OpenVinoDetector, OrtDetector, load_detector
 
 
@@ -35,15 +36,67 @@ def _assert_same_candidates(got, want, score_tolerance: float, box_tolerance: fl
             assert same.any(), (image, i, scores[image, i], classes[image, i])
 
 
-@pytest.mark.parametrize("graph", ["detector_qdq_u8.onnx", "detector_int8_ort.onnx", "detector_qdq.onnx"])
-def test_openvino_runs_every_conv_of_the_int8_graphs_in_int8(quantized, graph):
+@pytest.mark.parametrize("graph", ["detector_qdq_u8.onnx", "detector_qdq.onnx"])
+def test_openvino_runs_every_quantized_conv_in_int8(quantized, graph):
     import onnx
 
     detector = OpenVinoDetector(quantized / graph, 2)
     precisions = [op.get_rt_info()["runtimePrecision"].astype(str) for op in detector.compiled(1).get_runtime_model().get_ops()
-                  if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
-    graph_convs = sum(n.op_type == "Conv" for n in onnx.load(str(quantized / graph)).graph.node)
-    assert len(precisions) == graph_convs and set(precisions) <= {"u8", "i8"}, precisions
+                  if op.get_rt_info()["layerType"].astype(str) in ("Convolution", "Deconvolution")]
+    nodes = onnx.load(str(quantized / graph)).graph.node
+    producers = {o: n for n in nodes for o in n.output}
+    convs = [n for n in nodes if n.op_type in ("Conv", "ConvTranspose")]
+    float_convs = [n.name for n in convs if getattr(producers.get(n.input[1]), "op_type", "") != "DequantizeLinear"]
+    assert [node_module(n) for n in float_convs] == ["backbone.stem.rbr_reparam"]  # PtqConfig.float_stem
+    assert len(precisions) == len(convs) and sum(p in ("u8", "i8") for p in precisions) == len(convs) - 1, precisions
+
+
+def _ort_optimized_ops(path, tmp_path) -> list:
+    """(op type, name) of the graph ONNX Runtime runs after its own fusions."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / f"{path.stem}.ort.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return [(n.op_type, n.name) for n in onnx.load(options.optimized_model_filepath).graph.node]
+
+
+def test_ort_runs_the_cpu_graphs_backbone_convs_as_integer_kernels(quantized, tmp_path):
+    """Every quantized backbone conv (ReLU, zero point 0) becomes a QLinearConv once the Q/DQ pairs sit
+    where ORT fuses; the modelopt form, Q/DQ at conv inputs only, leaves the convs feeding Concats float."""
+    import onnx
+
+    ops = _ort_optimized_ops(quantized / "detector_qdq_u8.onnx", tmp_path)
+    float_backbone = [name for op, name in ops if op in ("Conv", "FusedConv") and name.startswith("/model/backbone")]
+    assert [node_module(n) for n in float_backbone] == ["backbone.stem.rbr_reparam"], float_backbone
+    model = onnx.load(str(quantized / "detector_qdq_u8.onnx"))
+    before = sum(op == "QLinearConv" for op, _ in _ort_optimized_ops(_unplaced(quantized, tmp_path), tmp_path))
+    assert sum(op == "QLinearConv" for op, _ in ops) > before
+    assert sum(n.op_type == "Conv" for n in model.graph.node) == sum(op in ("QLinearConv", "Conv", "FusedConv")
+                                                                     for op, _ in ops)
+
+
+def _unplaced(quantized, tmp_path):
+    """The CPU form without ``place_for_ort`` (zero points moved, Q/DQ where modelopt put them)."""
+    from yolov6_build.quantize.cpu_qdq import uint8_activations
+
+    return uint8_activations(quantized / "detector_qdq.onnx", tmp_path / "unplaced.onnx", placed_for_ort=False)
+
+
+def test_placing_qdq_for_ort_changes_no_value(quantized, letterboxed, tmp_path):
+    """Reference Q/DQ arithmetic (ORT with its fusions off) gives the same candidates before and after."""
+    import onnxruntime as ort
+
+    def reference(path):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(
+            None, {c.DETECTOR_INPUT: letterboxed})
+
+    for placed, unplaced in zip(reference(quantized / "detector_qdq_u8.onnx"),
+                                reference(_unplaced(quantized, tmp_path))):
+        np.testing.assert_array_equal(placed, unplaced)
 
 
 def test_unknown_runtime_is_refused(quantized):
@@ -58,11 +111,13 @@ def test_detector_outputs_are_the_contract_candidates(quantized, letterboxed):
     assert np.all(np.diff(scores[0]) <= 0)  # top-k order survives the runtime
 
 
-def test_uint8_activations_keep_every_scale_and_move_zero_points_by_sign(quantized):
+def test_uint8_activations_keep_every_scale_and_move_zero_points_by_sign(quantized, tmp_path):
     """Same Q/DQ nodes and scales; an activation that can be negative gets uint8 zero point 128 (exact),
     one that cannot (a ReLU output, or MaxPool/Concat of such) gets 0."""
     import onnx
     from onnx import numpy_helper
+
+    from yolov6_build.quantize.cpu_qdq import uint8_activations
 
     def quantizers(path):
         graph = onnx.load(str(path)).graph
@@ -72,7 +127,8 @@ def test_uint8_activations_keep_every_scale_and_move_zero_points_by_sign(quantiz
         return {n.name: (constants[n.input[1]], constants[n.input[2]], producers.get(n.input[0]))
                 for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[2] in constants}
 
-    int8, uint8 = quantizers(quantized / "detector_qdq.onnx"), quantizers(quantized / "detector_qdq_u8.onnx")
+    int8, uint8 = quantizers(quantized / "detector_qdq.onnx"), quantizers(
+        uint8_activations(quantized / "detector_qdq.onnx", tmp_path / "unplaced.onnx", placed_for_ort=False))
     assert int8.keys() == uint8.keys() and len(int8) > 100
     shifted, unsigned = 0, 0
     for name, (scale, zero_point, _) in int8.items():
@@ -90,3 +146,28 @@ def test_uint8_activations_keep_every_scale_and_move_zero_points_by_sign(quantiz
         shifted += int(new_zero_point == 128)
         unsigned += int(new_zero_point == 0)
     assert shifted > 10 and unsigned > 50
+
+
+def test_a_quantized_stem_reads_every_pixel_level_exactly(model_n, tmp_path):
+    """With the stem quantized, the image input's quantizer gets scale 1/255, zero point 0: the 256 grey
+    levels of the contract's input (RGB / 255) pass unchanged, where int8 at amax 1 keeps 128."""
+    import copy
+
+    import onnx
+    from onnx import numpy_helper
+
+    from yolov6_build.export.onnx import export_onnx
+    from yolov6_build.model.yolo import fuse_for_deploy
+    from yolov6_build.quantize.cpu_qdq import PIXEL_SCALE, uint8_activations
+    from yolov6_build.quantize.ptq import PtqConfig, quantize_ptq
+
+    hw = (64, 64)
+    batches = [np.random.default_rng(0).random((2, 3, *hw), dtype=np.float32)]
+    quant = quantize_ptq(fuse_for_deploy(copy.deepcopy(model_n)), batches, PtqConfig(float_stem=False), progress=False)
+    graph = onnx.load(str(uint8_activations(export_onnx(quant, tmp_path / "qdq.onnx", hw, topk=10),
+                                            tmp_path / "cpu.onnx"))).graph
+    constants = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"}
+    (input_q,) = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == c.DETECTOR_INPUT]
+    assert constants[input_q.input[1]] == PIXEL_SCALE and constants[input_q.input[2]] == np.uint8(0)
+    pixels = np.arange(256, dtype=np.float32) / 255
+    np.testing.assert_array_equal(np.round(pixels / PIXEL_SCALE), np.arange(256))  # one step per grey level

@@ -2,7 +2,12 @@
 
 Rather than ship N x (5+nc) floats per image to the NMS step (8400 x 85 at 640), the graph keeps
 each anchor's best class and returns the top-k anchors by that score as xyxy boxes. NMS then
-works on k candidates. Matches upstream's single-label NMS (score = class score x column 4).
+works on k candidates. Matches upstream's single-label NMS (score = class score; v3.0's
+objectness column is a constant 1).
+
+Selection happens on the raw class logits: the sigmoid is monotonic, so the best class and the
+top-k anchors are the same, and only the k chosen scores and boxes are decoded (not N x nc
+sigmoids and N boxes, most of the float work left in an INT8 graph).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import torch
 from torch import nn
 
 from ..contract import DEFAULT_TOPK
+from .head import anchor_points, ltrb_to_xyxy
 
 
 class CandidateDetector(nn.Module):
@@ -22,15 +28,16 @@ class CandidateDetector(nn.Module):
         self.topk = topk
 
     def forward(self, images: torch.Tensor):
-        prediction = self.model(images)  # (B, N, 5+nc)
-        scores_all = prediction[..., 5:] * prediction[..., 4:5]
-        best_scores, best_classes = scores_all.max(dim=-1)  # (B, N)
-        batch, anchors = prediction.shape[:2]
-        k = min(self.topk, anchors)
-        scores, index = best_scores.topk(k, dim=1)  # (B, K), descending
+        detect = self.model.detect
+        raw = self.model(images, undecoded=True)  # through the modules' calls: the graph keeps their scopes
+        best_logits, best_classes = raw["cls_logits"].max(dim=-1)  # (B, N)
+        batch, anchors = best_logits.shape
+        top_logits, index = best_logits.topk(min(self.topk, anchors), dim=1)  # (B, K), descending
         # Row indices into the batch flattened to (B*N, ...): a plain Gather, which every runtime
         # takes (a GatherElements with broadcast indices loads in ONNX Runtime but not in OpenVINO).
         rows = index + torch.arange(batch, device=index.device).unsqueeze(1) * anchors
-        xywh = prediction[..., :4].reshape(-1, 4)[rows]  # (B, K, 4)
-        boxes_xyxy = torch.cat([xywh[..., :2] - xywh[..., 2:] / 2, xywh[..., :2] + xywh[..., 2:] / 2], -1)
-        return boxes_xyxy, scores, best_classes.reshape(-1)[rows].to(torch.int32)
+        reg = raw["reg_dist"]
+        distances = detect.distances(reg.reshape(-1, reg.shape[-1])[rows])  # (B, K, 4) ltrb, grid units
+        points, strides = anchor_points(raw["shapes_hw"], detect.strides, reg.dtype, reg.device)
+        boxes_xyxy = ltrb_to_xyxy(distances, points[index]) * strides[index]
+        return boxes_xyxy, top_logits.sigmoid(), best_classes.reshape(-1)[rows].to(torch.int32)

@@ -107,9 +107,10 @@ class Detect(nn.Module):
         probs = F.softmax(reg_dist.reshape(b, n, 4, self.reg_max + 1), dim=-1)
         return probs @ self.proj.to(probs.dtype)
 
-    def forward(self, feats: list[torch.Tensor]):
+    def forward(self, feats: list[torch.Tensor], undecoded: bool = False):
+        """Eval: (B, N, 5+nc) rows in upstream's layout; training or ``undecoded``: ``raw_outputs``."""
         raw = self.raw_outputs(feats)
-        if self.training:
+        if self.training or undecoded:
             return raw
         points, point_strides = anchor_points(raw["shapes_hw"], self.strides, raw["cls_logits"].dtype,
                                               raw["cls_logits"].device)

@@ -46,8 +46,8 @@ class YOLOv6(nn.Module):
         self.neck = Neck(variant, training_mode=spec.training_mode)
         self.detect = Detect(spec.num_classes, variant.head_channels, variant.use_dfl, spec.head)
 
-    def forward(self, images: torch.Tensor):
-        return self.detect(self.neck(self.backbone(images)))
+    def forward(self, images: torch.Tensor, undecoded: bool = False):
+        return self.detect(self.neck(self.backbone(images)), undecoded)
 
     def neck_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The three maps the head reads (strides 8, 16, 32)."""

@@ -11,6 +11,10 @@ QAT scales, not a re-calibration. Weights keep their per-channel int8 Q/DQ.
   past the calibrated range are clipped later, never sooner). OpenVINO's int8 convolutions take
   such inputs without the zero-point compensation that 128 costs, and quantize its transposed
   convolutions (with 128 they fall back to bf16).
+- The image input holds pixels / 255: its quantizer gets scale 1/255 and zero point 0, which
+  represents every pixel value exactly (the int8 grid at amax 1 keeps every other grey level).
+- ``place_for_ort`` then moves Q/DQ pairs, value for value, to where ONNX Runtime fuses them into
+  integer kernels, so both runtimes serve this one file.
 """
 
 from __future__ import annotations
@@ -19,18 +23,20 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract import DETECTOR_INPUT
 from ..deps import require
 
 UINT8_ZERO_POINT = 128  # for tensors that can be negative
 NON_NEGATIVE_SOURCES = ("Relu", "Sigmoid")
+PIXEL_SCALE = np.float32(1 / 255)  # the detector input's grid (contract: RGB / 255)
 # ops whose output is non-negative when every data input is (their first inputs; shapes/scales aside)
 SIGN_PRESERVING = {"MaxPool": 1, "Concat": None, "Cast": 1, "Resize": 1, "Reshape": 1, "Identity": 1,
                    "Transpose": 1, "Slice": 1, "DequantizeLinear": 1, "QuantizeLinear": 1}
 
 
-def uint8_activations(qdq_onnx: str | Path, out_path: str | Path) -> Path:
+def uint8_activations(qdq_onnx: str | Path, out_path: str | Path, placed_for_ort: bool = True) -> Path:
     """Write ``qdq_onnx`` with every activation Q/DQ pair moved to uint8 (zero point 0 where the tensor
-    cannot be negative, else 128); returns the path."""
+    cannot be negative, else 128) and, unless told not to, placed where ORT fuses; returns the path."""
     onnx = require("onnx")
     from onnx import helper, numpy_helper
 
@@ -48,6 +54,8 @@ def uint8_activations(qdq_onnx: str | Path, out_path: str | Path) -> Path:
         zero_points[value] = f"uint8_zero_point_{value}"
         graph.node.insert(0, helper.make_node("Constant", [], [zero_points[value]], value=numpy_helper.from_array(
             np.array(value, dtype=np.uint8), zero_points[value])))
+    graph.node.insert(0, helper.make_node("Constant", [], ["pixel_scale"], value=numpy_helper.from_array(
+        PIXEL_SCALE, "pixel_scale")))
     non_negative = _non_negative(producers)
     activation_qs = {q.output[0]: q for q in graph.node if q.op_type == "QuantizeLinear" and not is_constant(q.input[0])}
     for node in graph.node:
@@ -56,8 +64,12 @@ def uint8_activations(qdq_onnx: str | Path, out_path: str | Path) -> Path:
         quantized = node.output[0] if node.op_type == "QuantizeLinear" else node.input[0]
         if quantized in activation_qs:
             _check_symmetric(node, producers, initializers)
-            unsigned = non_negative(activation_qs[quantized].input[0])
-            node.input[2] = zero_points[0 if unsigned else UINT8_ZERO_POINT]
+            source = activation_qs[quantized].input[0]
+            node.input[2] = zero_points[0 if non_negative(source) else UINT8_ZERO_POINT]
+            if source == DETECTOR_INPUT:
+                node.input[1] = "pixel_scale"
+    if placed_for_ort:
+        place_for_ort(graph)
     out_path = Path(out_path)
     onnx.save(model, str(out_path))
     return out_path
@@ -72,7 +84,7 @@ def _non_negative(producers):
             seen[tensor] = False  # cycles cannot occur in ONNX; this only guards the recursion
             node = producers.get(tensor)
             if node is None:
-                seen[tensor] = False
+                seen[tensor] = tensor == DETECTOR_INPUT
             elif node.op_type in NON_NEGATIVE_SOURCES:
                 seen[tensor] = True
             elif node.op_type in SIGN_PRESERVING:
@@ -94,3 +106,138 @@ def _check_symmetric(node, producers, initializers) -> None:
         value = numpy_helper.to_array(source.attribute[0].t)
         if np.any(value != 0):
             raise ValueError(f"{node.name}: activation zero point {value} is not symmetric int8")
+
+
+def place_for_ort(graph) -> dict[str, int]:
+    """Move the activation Q/DQ pairs to where ONNX Runtime fuses them, without changing a value.
+
+    ORT runs DQ -> Conv -> Q as an integer QLinearConv only when the conv's output (a ReLU between
+    them is dropped for a zero point of 0) has that single Q as its one consumer. modelopt's graph
+    quantizes conv inputs only, so three shapes of it leave convs in float there:
+    - a Concat's quantizer sits after the Concat: it is repeated on each input (Q commutes with
+      Concat when every input shares the scale, which merged scales guarantee);
+    - one tensor read by several quantizers of equal scale: they become one Q/DQ pair;
+    - a Shape read beside the quantizer: it reads the DQ's output instead (same shape).
+    Returns counts of each change.
+    """
+    changes = {"concat_inputs_quantized": _quantize_concat_inputs(graph)}
+    changes["duplicate_quantizers_merged"] = _merge_duplicate_quantizers(graph)
+    _sort_topologically(graph)
+    return changes
+
+
+def _constant_values(graph) -> dict:
+    from onnx import numpy_helper
+
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    values.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    return values
+
+
+def _consumers(graph) -> dict[str, list]:
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return consumers
+
+
+def _quantization_key(node, values) -> tuple | None:
+    """(scale bytes, zero point bytes and type) of a per-tensor Q/DQ node; None when not constant."""
+    scale, zero_point = values.get(node.input[1]), values.get(node.input[2]) if len(node.input) > 2 else None
+    if scale is None or zero_point is None or scale.size != 1:
+        return None
+    return scale.tobytes(), zero_point.tobytes(), str(zero_point.dtype)
+
+
+def _quantize_concat_inputs(graph) -> int:
+    from onnx import helper
+
+    values, consumers = _constant_values(graph), _consumers(graph)
+    added = 0
+    for concat in [n for n in graph.node if n.op_type == "Concat"]:
+        readers = consumers.get(concat.output[0], [])
+        if not readers or any(r.op_type != "QuantizeLinear" for r in readers):
+            continue  # a float reader would see quantized values: leave it
+        keys = {_quantization_key(r, values) for r in readers}
+        if len(keys) != 1 or None in keys:
+            continue
+        quantizer = readers[0]
+        for position, tensor in enumerate(concat.input):
+            name = f"{concat.name}/input_{position}"
+            graph.node.extend([
+                helper.make_node("QuantizeLinear", [tensor, *quantizer.input[1:]], [f"{name}_q"], name=f"{name}/Q"),
+                helper.make_node("DequantizeLinear", [f"{name}_q", *quantizer.input[1:]], [f"{name}_dq"],
+                                 name=f"{name}/DQ")])
+            concat.input[position] = f"{name}_dq"
+            added += 1
+    return added
+
+
+def _merge_duplicate_quantizers(graph) -> int:
+    """Per tensor, quantizers of one scale and zero point become the first of them (with its DQ)."""
+    values, consumers = _constant_values(graph), _consumers(graph)
+    renamed: dict[str, str] = {}
+    dropped = set()
+    for tensor, readers in consumers.items():
+        groups: dict[tuple, list] = {}
+        for q in readers:
+            key = _quantization_key(q, values) if q.op_type == "QuantizeLinear" and q.input[0] == tensor else None
+            if key is not None:
+                groups.setdefault(key, []).append(q)
+        for quantizers in groups.values():
+            kept_dq = [d for d in consumers.get(quantizers[0].output[0], []) if d.op_type == "DequantizeLinear"]
+            if not kept_dq:
+                continue
+            for q in quantizers[1:]:
+                for dq in consumers.get(q.output[0], []):
+                    if dq.op_type == "DequantizeLinear" and _quantization_key(dq, values) == _quantization_key(
+                            kept_dq[0], values):
+                        renamed[dq.output[0]] = kept_dq[0].output[0]
+                        dropped.add(id(dq))
+                if all(id(d) in dropped for d in consumers.get(q.output[0], [])):
+                    dropped.add(id(q))
+        if groups and len(groups) == 1:  # one quantizer left: Shape readers move beside its DQ
+            kept = next(iter(groups.values()))[0]
+            kept_dq = [d for d in consumers.get(kept.output[0], []) if d.op_type == "DequantizeLinear"]
+            for reader in readers:
+                if reader.op_type == "Shape" and kept_dq:
+                    reader.input[0] = kept_dq[0].output[0]
+    survivors = [n for n in graph.node if id(n) not in dropped]
+    for node in survivors:
+        for i, name in enumerate(node.input):
+            node.input[i] = renamed.get(name, name)
+    for output in graph.output:
+        if output.name in renamed:
+            raise ValueError(f"graph output {output.name} is a merged quantizer's")
+    _replace_nodes(graph, survivors)
+    return len(renamed)
+
+
+def _sort_topologically(graph) -> None:
+    """Kahn's order, ties kept in the current order (new nodes were appended at the end)."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise ValueError("graph has a cycle or an undefined input")
+        ready_ids = {id(n) for n in ready}
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        pending = [n for n in pending if id(n) not in ready_ids]
+    _replace_nodes(graph, ordered)
+
+
+def _replace_nodes(graph, nodes) -> None:
+    from onnx import NodeProto
+
+    copies = []
+    for node in nodes:  # copied first: protobuf detaches what it deletes
+        copies.append(NodeProto())
+        copies[-1].CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)

@@ -149,14 +149,15 @@ def qat_report(checkpoint: Path, train_annotations: Path, val_annotations: Path,
                val_limit: int | None = None) -> dict:
     """mAP of FP32, PTQ, partial PTQ, QAT and QAT + CWD on one val set; exports the QAT + CWD model."""
     from ..data import CocoDataset
-    from ..evaluate import EvalSettings, detector_runner, evaluate, map_evaluator, onnx_runner
+    from ..evaluate import EvalSettings, detector_runner, evaluate, map_evaluator
     from ..export.onnx import export_onnx
     from ..model.checkpoint import load_deploy_model
     from .calibration import load_batches
     from .merge import merge_scales
-    from .ort_int8 import quantize_for_ort
+    from ..runtime import RUNTIMES
+    from .cpu_qdq import uint8_activations
     from .partial import top_k
-    from .ptq import PtqConfig, quantize_ptq, quantizers, set_float_layers
+    from .ptq import PtqConfig, quantize_ptq, set_float_layers
     from .sensitivity import analyse
 
     started = time.monotonic()
@@ -168,7 +169,7 @@ def qat_report(checkpoint: Path, train_annotations: Path, val_annotations: Path,
     val = CocoDataset(val_annotations)
     torch_map = map_evaluator(val, hw, val_limit)
     batches = load_batches(calib_source, hw, calib_images, 16)
-    ptq = quantize_ptq(teacher, batches, PtqConfig("max"))
+    ptq = quantize_ptq(teacher, batches, PtqConfig("max", float_stem=False))  # every layer INT8: what QAT recovers
     merge_scales(ptq, hw)
     rows = {"FP32": torch_map(teacher), "PTQ (max, merged scales)": torch_map(ptq)}
     partial = copy.deepcopy(ptq)
@@ -181,19 +182,13 @@ def qat_report(checkpoint: Path, train_annotations: Path, val_annotations: Path,
         histories[name] = train_qat(student, teacher, QatConfig(**{**asdict(cfg), "distill": distill}), hw)
         rows[name] = torch_map(student)
         log.info("%s: %.4f", name, rows[name])
-    # Artifacts of the last (QAT + CWD) model: explicit Q/DQ for TensorRT and the served CPU runtime
-    # (OpenVINO runs it with the QAT scales), and the ORT INT8 graph (ORT quantize_static over the
-    # fine-tuned FP32 weights with the same calibration images).
+    # Artifacts of the last (QAT + CWD) model: explicit Q/DQ for TensorRT, and its CPU form (the same
+    # QAT scales, uint8 activations), which the cpu flavour serves on either runtime.
     qat_qdq = export_onnx(student, out / "detector_qat_qdq.onnx", hw, topk=1000)
-    rows["QAT + CWD, Q/DQ graph on OpenVINO (served CPU)"] = evaluate(
-        detector_runner(qat_qdq, "openvino"), val, hw, EvalSettings(limit=val_limit), progress=False)["map50_95"]
-    fp32_weights = copy.deepcopy(student)
-    for _, quantizer in quantizers(fp32_weights):
-        quantizer.disable()
-    qat_fp32 = export_onnx(fp32_weights, out / "detector_qat_fp32.onnx", hw, topk=1000)
-    quantize_for_ort(qat_fp32, out / "detector_qat_int8_ort.onnx", batches, [], "max")
-    rows["QAT + CWD, ORT INT8 artifact"] = evaluate(onnx_runner(out / "detector_qat_int8_ort.onnx"), val, hw,
-                                                      EvalSettings(limit=val_limit), progress=False)["map50_95"]
+    qat_cpu = uint8_activations(qat_qdq, out / "detector_qat_qdq_u8.onnx")
+    for runtime in RUNTIMES:
+        rows[f"QAT + CWD, served CPU graph on {runtime}"] = evaluate(
+            detector_runner(qat_cpu, runtime), val, hw, EvalSettings(limit=val_limit), progress=False)["map50_95"]
     report = {"checkpoint": str(checkpoint), "config": asdict(cfg), "val_images": val_limit or len(val),
               "map50_95": {k: round(v, 4) for k, v in rows.items()}, "float_layers": float_layers,
               "history": histories, "minutes": round((time.monotonic() - started) / 60, 1)}

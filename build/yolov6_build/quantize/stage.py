@@ -3,8 +3,8 @@
 Writes into ``out_dir``:
     detector_fp32.onnx       FP32 graph with the candidate head (baseline, ORT input)
     detector_qdq.onnx        explicit Q/DQ graph for TensorRT (symmetric INT8, shared scales, float layers float)
-    detector_qdq_u8.onnx     the Q/DQ graph with uint8 activations (same scales): the CPU flavour on OpenVINO
-    detector_int8_ort.onnx   ORT QDQ INT8 graph for the CPU flavour on ORT (same float layers, ORT-calibrated)
+    detector_qdq_u8.onnx     its CPU form (same scales, uint8 activations, Q/DQ where ORT fuses): the cpu
+                             flavour's detector on OpenVINO and on ONNX Runtime alike
     quantize.json            resolved config, float layers, metrics
 """
 
@@ -52,8 +52,7 @@ def run_quantize(checkpoint: Path, calib_source: Path, out_dir: Path, cfg: Quant
     from .calibration import load_batches
     from .merge import merge_scales, tie_scales
     from .cpu_qdq import uint8_activations
-    from .ort_int8 import quantize_for_ort
-    from .ptq import quantize_ptq, set_float_layers
+    from .ptq import executed_layers, float_layers_of, quantize_ptq, set_float_layers
 
     started = time.monotonic()
     out_dir = Path(out_dir)
@@ -63,10 +62,10 @@ def run_quantize(checkpoint: Path, calib_source: Path, out_dir: Path, cfg: Quant
     batches = load_batches(calib_source, input_hw, cfg.calib_images, cfg.batch_size, cfg.seed, progress)
     quant = quantize_ptq(model, batches, cfg.ptq, progress)
     report: dict = {"stage": "quantize", "checkpoint": str(checkpoint), "config": asdict(cfg),
-                    "input_hw": list(input_hw), "float_layers": list(cfg.ptq.exclude)}
+                    "input_hw": list(input_hw)}
     if cfg.scale_sharing == "tie":  # before the float layers are chosen: they are judged on the tied model
         report["scale_groups"] = len(tie_scales(quant, cfg.ptq, input_hw))
-    float_layers = list(cfg.ptq.exclude)
+    float_layers = float_layers_of(cfg.ptq, executed_layers(model, input_hw))
     if cfg.float_top_k or cfg.auto_budget_points is not None:
         from ..data import CocoDataset
         from ..evaluate import map_evaluator
@@ -91,8 +90,6 @@ def run_quantize(checkpoint: Path, calib_source: Path, out_dir: Path, cfg: Quant
     fp32_path = export_onnx(model, out_dir / "detector_fp32.onnx", input_hw, topk=cfg.topk)
     qdq_path = export_onnx(quant, out_dir / "detector_qdq.onnx", input_hw, topk=cfg.topk)
     uint8_activations(qdq_path, out_dir / "detector_qdq_u8.onnx")
-    quantize_for_ort(fp32_path, out_dir / "detector_int8_ort.onnx", batches, float_layers, cfg.ptq.calibrator,
-                     cfg.ptq.percentile)
     report["seconds"] = round(time.monotonic() - started, 1)
     (out_dir / "quantize.json").write_text(json.dumps(report, indent=2) + "\n")
     log.info("quantized %s in %.0fs: %d float layer(s); graphs in %s", checkpoint, report["seconds"],

@@ -31,7 +31,7 @@ def scale_sharing_report(checkpoint: Path, val_annotations: Path, calib_source: 
     from ..model.checkpoint import load_deploy_model
     from ..quantize.calibration import load_batches
     from ..quantize.merge import share_scales
-    from ..quantize.ptq import quantize_ptq
+    from ..quantize.ptq import executed_layers, float_layers_of, quantize_ptq
 
     started = time.monotonic()
     out = Path(out_dir)
@@ -44,11 +44,12 @@ def scale_sharing_report(checkpoint: Path, val_annotations: Path, calib_source: 
     for calibrator in calibrators:
         cfg = PtqConfig(calibrator)
         calibrated = quantize_ptq(model, batches, cfg, progress=False)
+        float_layers = float_layers_of(cfg, executed_layers(model, hw))
         for sharing in SHARING[::-1]:  # none, tie, merge
             quant = copy.deepcopy(calibrated)
             groups = share_scales(quant, sharing, cfg, hw)
             rows.append({"calibrator": calibrator, "sharing": sharing, "map50_95": torch_map(quant),
-                         "groups": len(groups), "findings": _lint_counts(quant, hw)})
+                         "groups": len(groups), "findings": _lint_counts(quant, hw, float_layers)})
             log.info("%s / %s: mAP %.4f, findings %s", calibrator, sharing, rows[-1]["map50_95"], rows[-1]["findings"])
     report = {"checkpoint": str(checkpoint), "val_images": val_limit, "calib_images": calib_images,
               "input_hw": list(hw), "rows": rows, "minutes": round((time.monotonic() - started) / 60, 1)}
@@ -58,12 +59,12 @@ def scale_sharing_report(checkpoint: Path, val_annotations: Path, calib_source: 
     return report
 
 
-def _lint_counts(quant, hw) -> dict[str, int]:
+def _lint_counts(quant, hw, float_layers) -> dict[str, int]:
     from ..export.lint import lint_qdq
     from ..export.onnx import export_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
-        findings = lint_qdq(export_onnx(quant, Path(tmp) / "qdq.onnx", hw, dynamic_batch=False))
+        findings = lint_qdq(export_onnx(quant, Path(tmp) / "qdq.onnx", hw, dynamic_batch=False), float_layers)
     return dict(Counter(f.kind for f in findings))
 
 
