@@ -100,6 +100,7 @@ class OrtDetector(_Detector):
         options = ort.SessionOptions()
         options.intra_op_num_threads = _threads(threads)
         options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: its fusions leave Q/DQ scale constants unused, one warning each
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.raw = c.CANDIDATE_BOXES not in {o.name for o in self.session.get_outputs()}
         self.outputs = list(_output_names(self.raw))

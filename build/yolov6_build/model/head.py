@@ -83,8 +83,9 @@ class Detect(nn.Module):
     def raw_outputs(self, feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Undecoded predictions, all levels concatenated.
 
-        Returns dict with ``cls_logits`` (B, N, nc), ``reg_dist`` (B, N, 4*(reg_max+1)) in grid units
-        (DFL logits when use_dfl) and ``shapes_hw`` (per-level feature sizes).
+        Returns dict with ``cls_logits`` (B, N, nc), the same as ``cls_logits_by_channel`` (B, nc, N),
+        ``reg_dist`` (B, N, 4*(reg_max+1)) in grid units (DFL logits when use_dfl) and ``shapes_hw``
+        (per-level feature sizes).
         """
         cls_all, reg_all, shapes = [], [], []
         for i, x in enumerate(feats):
@@ -93,8 +94,10 @@ class Detect(nn.Module):
             x = self.stems[i](x)
             cls_all.append(self.cls_preds[i](self.cls_convs[i](x)).reshape(b, self.nc, h * w))
             reg_all.append(self.reg_preds[i](self.reg_convs[i](x)).reshape(b, -1, h * w))
+        cls_by_channel = torch.cat(cls_all, -1)
         return {
-            "cls_logits": torch.cat(cls_all, -1).permute(0, 2, 1),  # (B, N, nc)
+            "cls_logits": cls_by_channel.permute(0, 2, 1),  # (B, N, nc)
+            "cls_logits_by_channel": cls_by_channel,  # (B, nc, N): what an exported graph reduces without a transpose
             "reg_dist": torch.cat(reg_all, -1).permute(0, 2, 1),  # (B, N, 4*(reg_max+1))
             "shapes_hw": shapes,
         }

@@ -1,9 +1,11 @@
-"""The CPU flavour's INT8 detector: ONNX Runtime ``quantize_static`` QDQ graph.
+"""ONNX Runtime's own QDQ quantization (``quantize_static``): the comparisons, not the served graph.
 
-TensorRT-style symmetric Q/DQ graphs run slowly on ORT's CPU kernels; ORT's own QDQ format
-(uint8 asymmetric activations, int8 per-channel weights) runs its fast integer kernels. Convs,
-transposed convs, max-pools, concats and adds of the backbone and neck are quantized; the
-head's decode and the candidate selection stay float; ``exclude`` keeps named layers float.
+The cpu flavour serves the bundle's own Q/DQ graph in CPU form (``cpu_qdq``) on either runtime.
+This module keeps ORT's re-calibrated graph for the reports that compare against it (RepOpt's
+table) and the stock paths a user would take without the bundle (``quantize_static_qdq``,
+``quantize_stock``). Convs, transposed convs, max-pools, concats and adds of the backbone and neck
+are quantized; the head's decode and the candidate selection stay float; ``exclude`` keeps named
+layers float.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class _Reader:
 
 def quantize_for_ort(fp32_onnx: str | Path, out_path: str | Path, batches, float_layers=(),
                      calibrator: str = "percentile", percentile: float = 99.99) -> Path:
-    """Write the ORT INT8 QDQ graph of ``fp32_onnx`` calibrated on ``batches``."""
+    """Write ORT's INT8 QDQ graph of ``fp32_onnx``, calibrated by ORT on ``batches``."""
     onnx = require("onnx")
     q = require("onnxruntime.quantization")
     out_path = Path(out_path)
