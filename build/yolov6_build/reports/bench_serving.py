@@ -5,7 +5,8 @@ For each CPU detector runtime (OpenVINO, ORT), the INT8 repository on that runti
   the repository's max batch (the better is what a user without a server gets);
 - served: Locust gRPC at each concurrency against the embedded server, with Triton's per-model
   statistics of every step (``triton_stats``): where a request's time goes (queue, tensor hand-over,
-  compute, per model) and the batches the dynamic batchers formed.
+  compute, per model) and the batches the dynamic batchers formed; and the cores each process took
+  (``cpu_use``): every step's stub, the server, the load generator, the machine.
 Plus DALI vs OpenCV preprocessing, and the FP32 twin served on the default runtime (INT8/FP32).
 Targets (issue 15): server / in-process >= 0.8 at c=4 and >= 0.9 at the best concurrency; no failures.
 The server and its load generator share this machine's cores, as on a one-box deployment.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,18 +27,25 @@ from ..errors import ConfigError
 log = logging.getLogger(__name__)
 
 TARGET_AT_4, TARGET_BEST = 0.8, 0.9
+PIPELINE_STEPS = (c.PREPROCESS_MODEL, c.DETECTOR_MODEL, c.NMS_MODEL)
 
 
 def _images_per_second(step, encoded: list[bytes], batch: int, seconds: float) -> float:
     """Run ``step`` on consecutive batches for about ``seconds`` (after one warm-up batch)."""
+    return _measured(step, encoded, batch, seconds)[0]
+
+
+def _measured(step, encoded: list[bytes], batch: int, seconds: float) -> tuple[float, float]:
+    """(images per second, cores this process took) running ``step`` for about ``seconds``."""
     step(encoded[:batch])
-    done, started = 0, time.perf_counter()
+    done, started, cpu_started = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         start = done % len(encoded)
         chunk = (encoded + encoded)[start:start + batch]
         step(chunk)
         done += len(chunk)
-    return done / (time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    return done / wall, (time.process_time() - cpu_started) / wall
 
 
 def preprocess_rates(input_hw, encoded: list[bytes], batch: int, seconds: float) -> dict:
@@ -51,11 +60,14 @@ def in_process_rates(detector_onnx: Path, runtime: str, input_hw, encoded: list[
     """img/s of the whole in-process pipeline (DALI letterbox, ``runtime`` detector, NMS) at batch 1 and max."""
     from ..pipeline import InProcessPipeline
 
-    rates = {}
+    rates, cores = {}, {}
     for size in sorted({1, batch}):
         pipeline = InProcessPipeline(detector_onnx, input_hw, max_batch_size=size, preprocess="dali", runtime=runtime)
-        rates[f"batch_{size}"] = round(_images_per_second(pipeline, encoded, size, seconds), 1)
+        rate, cores[size] = _measured(pipeline, encoded, size, seconds)
+        rates[f"batch_{size}"] = round(rate, 1)
     rates["best"] = max(rates.values())
+    best_size = max(cores, key=lambda size: rates[f"batch_{size}"])
+    rates["best_per_core"] = round(rates["best"] / cores[best_size], 1)  # img/s per core it took
     log.info("in-process %s %s: %s", runtime, Path(detector_onnx).name, rates)
     return rates
 
@@ -65,6 +77,7 @@ def served_steps(repository: Path, work_dir: Path, images: Path, users, step_sec
     from tqdm import tqdm
 
     from ..server import ServerOptions, TritonServer
+    from .cpu_use import CpuUse
     from .loadtest import run_step
     from .triton_stats import model_statistics, time_split
 
@@ -72,8 +85,10 @@ def served_steps(repository: Path, work_dir: Path, images: Path, users, step_sec
     with TritonServer(repository, work_dir / "server", ServerOptions.on_free_ports()) as server:
         for n in tqdm(users, desc=f"served {repository.name}", unit="step", disable=None):
             before = model_statistics(server.http_url)
-            step = run_step(f"grpc://{server.grpc_url}", "grpc", n, work_dir, step_seconds, 100_000, images)
-            rows.append({**asdict(step), "models": time_split(before, model_statistics(server.http_url))})
+            with CpuUse(server.process.pid, PIPELINE_STEPS) as use:
+                step = run_step(f"grpc://{server.grpc_url}", "grpc", n, work_dir, step_seconds, 100_000, images)
+            rows.append({**asdict(step), "models": time_split(before, model_statistics(server.http_url)),
+                         "cores": {**use.cores, "server": use.server_cores}})
     return rows
 
 
@@ -119,6 +134,7 @@ def bench_serving(int8_repository: Path, out_dir: Path, checkpoint: Path | None 
     build_repository(checkpoint or Path(manifest["checkpoint"]["path"]), fp32, "cpu", **config)
     repos["fp32"] = (fp32, config["detector_runtime"])
     report: dict = {"input_hw": list(input_hw), "images": len(encoded), "batch": batch, "users": list(users),
+                    "machine_cores": os.cpu_count(),
                     "preprocess": preprocess_rates(input_hw, encoded, batch, seconds), "runs": {}}
     for label, (repo, runtime) in repos.items():
         detector = repo / c.DETECTOR_MODEL / "1" / "model.onnx"
@@ -126,6 +142,9 @@ def bench_serving(int8_repository: Path, out_dir: Path, checkpoint: Path | None 
         steps = served_steps(repo, out / f"served_{label.replace(' ', '_')}", image_dir, users, step_seconds)
         for step in steps:
             step["vs_in_process"] = round(step["rps"] / in_process["best"], 3)
+            server_cores = step["cores"]["server"]  # what the server took, the load generator's share aside
+            step["per_core_vs_in_process"] = round(step["rps"] / server_cores / in_process["best_per_core"], 3) \
+                if server_cores else None
         report["runs"][label] = {"runtime": runtime, "in_process": in_process, "served": steps}
     report["ratios"] = ratios(report)
     _write(report, out)
@@ -142,6 +161,8 @@ def ratios(report: dict) -> dict:
             continue
         at_4 = next((s["vs_in_process"] for s in run["served"] if s["users"] == 4), None)
         result[label] = {"at_c4": at_4, "best": best(label)["vs_in_process"], "best_users": best(label)["users"],
+                         "per_core_at_c4": next((s["per_core_vs_in_process"] for s in run["served"] if s["users"] == 4),
+                                                None),
                          "targets_met": at_4 is not None and at_4 >= TARGET_AT_4
                          and best(label)["vs_in_process"] >= TARGET_BEST}
     default = f"int8 {report['runs']['fp32']['runtime']}"
@@ -152,7 +173,7 @@ def ratios(report: dict) -> dict:
 def _split_cells(step: dict) -> str:
     """'preprocess q/in/infer/out ms, batch' cells, one per pipeline step."""
     cells = []
-    for model in (c.PREPROCESS_MODEL, c.DETECTOR_MODEL, c.NMS_MODEL):
+    for model in PIPELINE_STEPS:
         m = step["models"].get(model)
         cells.append("" if m is None else f"{m['queue_ms']:.1f} / {m['compute_input_ms']:.1f} / "
                      f"{m['compute_infer_ms']:.1f} / {m['compute_output_ms']:.1f} (b {m['mean_batch']:g})")
@@ -186,6 +207,18 @@ def markdown(report: dict) -> str:
         for s in run["served"]:
             lines.append(f"| {label} | {s['users']} | {s['rps']} | {s['vs_in_process']:.2f} | {s['p50_ms']:g} | "
                          f"{_split_cells(s)} |")
+    lines += ["", "Where the cores go (CPU seconds per second, per process; the machine has "
+              f"{report.get('machine_cores', '?')}). The in-process pipeline had the machine to itself; the served "
+              "one shares it with the load generator, so req/s per server core against in-process img/s per core "
+              "is the server's own efficiency.", "",
+              "| run | c | preprocess | detector | NMS | tritonserver | server total | load generator | machine busy "
+              "| per server core vs in-process per core |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, run in report["runs"].items():
+        for s in run["served"]:
+            cores = s["cores"]
+            lines.append(f"| {label} | {s['users']} | " + " | ".join(
+                f"{cores.get(k, 0):.2f}" for k in (*PIPELINE_STEPS, "tritonserver", "server", "load generator", "machine"))
+                + f" | {s['per_core_vs_in_process'] or float('nan'):.2f} |")
     return "\n".join(lines) + "\n"
 
 
