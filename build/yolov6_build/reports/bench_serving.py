@@ -5,8 +5,8 @@ For each CPU detector runtime (OpenVINO, ORT), the INT8 repository on that runti
   the repository's max batch (the better is what a user without a server gets);
 - served: Locust gRPC at each concurrency against the embedded server, with Triton's per-model
   statistics of every step (``triton_stats``): where a request's time goes (queue, tensor hand-over,
-  compute, per model) and the batches the dynamic batchers formed; and the cores each process took
-  (``cpu_use``): every step's stub, the server, the load generator, the machine.
+  compute, per model) and the batches the dynamic batchers formed; and the CPU each process took per
+  request (``cpu_use``): every step's stub, the server, the load generator, the machine.
 Plus DALI vs OpenCV preprocessing, and the FP32 twin served on the default runtime (INT8/FP32).
 Targets (issue 15): server / in-process >= 0.8 at c=4 and >= 0.9 at the best concurrency; no failures.
 The server and its load generator share this machine's cores, as on a one-box deployment.
@@ -36,7 +36,7 @@ def _images_per_second(step, encoded: list[bytes], batch: int, seconds: float) -
 
 
 def _measured(step, encoded: list[bytes], batch: int, seconds: float) -> tuple[float, float]:
-    """(images per second, cores this process took) running ``step`` for about ``seconds``."""
+    """(images per second, CPU ms per image in this process) running ``step`` for about ``seconds``."""
     step(encoded[:batch])
     done, started, cpu_started = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
@@ -45,7 +45,7 @@ def _measured(step, encoded: list[bytes], batch: int, seconds: float) -> tuple[f
         step(chunk)
         done += len(chunk)
     wall = time.perf_counter() - started
-    return done / wall, (time.process_time() - cpu_started) / wall
+    return done / wall, 1000 * (time.process_time() - cpu_started) / done
 
 
 def preprocess_rates(input_hw, encoded: list[bytes], batch: int, seconds: float) -> dict:
@@ -60,14 +60,13 @@ def in_process_rates(detector_onnx: Path, runtime: str, input_hw, encoded: list[
     """img/s of the whole in-process pipeline (DALI letterbox, ``runtime`` detector, NMS) at batch 1 and max."""
     from ..pipeline import InProcessPipeline
 
-    rates, cores = {}, {}
+    rates, cpu_ms = {}, {}
     for size in sorted({1, batch}):
         pipeline = InProcessPipeline(detector_onnx, input_hw, max_batch_size=size, preprocess="dali", runtime=runtime)
-        rate, cores[size] = _measured(pipeline, encoded, size, seconds)
+        rate, cpu_ms[size] = _measured(pipeline, encoded, size, seconds)
         rates[f"batch_{size}"] = round(rate, 1)
     rates["best"] = max(rates.values())
-    best_size = max(cores, key=lambda size: rates[f"batch_{size}"])
-    rates["best_per_core"] = round(rates["best"] / cores[best_size], 1)  # img/s per core it took
+    rates["best_cpu_ms"] = round(cpu_ms[max(cpu_ms, key=lambda size: rates[f"batch_{size}"])], 2)  # per image
     log.info("in-process %s %s: %s", runtime, Path(detector_onnx).name, rates)
     return rates
 
@@ -88,7 +87,7 @@ def served_steps(repository: Path, work_dir: Path, images: Path, users, step_sec
             with CpuUse(server.process.pid, PIPELINE_STEPS) as use:
                 step = run_step(f"grpc://{server.grpc_url}", "grpc", n, work_dir, step_seconds, 100_000, images)
             rows.append({**asdict(step), "models": time_split(before, model_statistics(server.http_url)),
-                         "cores": {**use.cores, "server": use.server_cores}})
+                         "cpu_ms": use.ms_per(step.requests)})
     return rows
 
 
@@ -142,9 +141,9 @@ def bench_serving(int8_repository: Path, out_dir: Path, checkpoint: Path | None 
         steps = served_steps(repo, out / f"served_{label.replace(' ', '_')}", image_dir, users, step_seconds)
         for step in steps:
             step["vs_in_process"] = round(step["rps"] / in_process["best"], 3)
-            server_cores = step["cores"]["server"]  # what the server took, the load generator's share aside
-            step["per_core_vs_in_process"] = round(step["rps"] / server_cores / in_process["best_per_core"], 3) \
-                if server_cores else None
+            # the server's own efficiency: in-process CPU per image over the server's CPU per request
+            server_ms = step["cpu_ms"].get("server")
+            step["cpu_efficiency"] = round(in_process["best_cpu_ms"] / server_ms, 3) if server_ms else None
         report["runs"][label] = {"runtime": runtime, "in_process": in_process, "served": steps}
     report["ratios"] = ratios(report)
     _write(report, out)
@@ -161,7 +160,7 @@ def ratios(report: dict) -> dict:
             continue
         at_4 = next((s["vs_in_process"] for s in run["served"] if s["users"] == 4), None)
         result[label] = {"at_c4": at_4, "best": best(label)["vs_in_process"], "best_users": best(label)["users"],
-                         "per_core_at_c4": next((s["per_core_vs_in_process"] for s in run["served"] if s["users"] == 4),
+                         "cpu_efficiency_at_c4": next((s["cpu_efficiency"] for s in run["served"] if s["users"] == 4),
                                                 None),
                          "targets_met": at_4 is not None and at_4 >= TARGET_AT_4
                          and best(label)["vs_in_process"] >= TARGET_BEST}
@@ -207,18 +206,19 @@ def markdown(report: dict) -> str:
         for s in run["served"]:
             lines.append(f"| {label} | {s['users']} | {s['rps']} | {s['vs_in_process']:.2f} | {s['p50_ms']:g} | "
                          f"{_split_cells(s)} |")
-    lines += ["", "Where the cores go (CPU seconds per second, per process; the machine has "
-              f"{report.get('machine_cores', '?')}). The in-process pipeline had the machine to itself; the served "
-              "one shares it with the load generator, so req/s per server core against in-process img/s per core "
-              "is the server's own efficiency.", "",
-              "| run | c | preprocess | detector | NMS | tritonserver | server total | load generator | machine busy "
-              "| per server core vs in-process per core |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "Where the CPU goes (CPU ms per request, per process; the machine has "
+              f"{report.get('machine_cores', '?')} cores; the load generator's includes its start-up). The "
+              "in-process pipeline had the machine to itself; the served one shares it with the load generator, so "
+              "in-process CPU per image over the server's CPU per request is the server's own efficiency.", "",
+              "| run | c | preprocess | detector | NMS | tritonserver | server total | load generator | machine "
+              "| in-process CPU / server CPU |", "|---|---|---|---|---|---|---|---|---|---|"]
     for label, run in report["runs"].items():
+        lines.append(f"| {label} | in-process | | | | | {run['in_process']['best_cpu_ms']:.2f} (best batch) | | | |")
         for s in run["served"]:
-            cores = s["cores"]
+            cpu = s["cpu_ms"]
             lines.append(f"| {label} | {s['users']} | " + " | ".join(
-                f"{cores.get(k, 0):.2f}" for k in (*PIPELINE_STEPS, "tritonserver", "server", "load generator", "machine"))
-                + f" | {s['per_core_vs_in_process'] or float('nan'):.2f} |")
+                f"{cpu.get(k, 0):.2f}" for k in (*PIPELINE_STEPS, "tritonserver", "server", "load generator", "machine"))
+                + f" | {s['cpu_efficiency'] or float('nan'):.2f} |")
     return "\n".join(lines) + "\n"
 
 

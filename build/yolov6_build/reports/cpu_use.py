@@ -1,18 +1,16 @@
 """CPU time by process while a load step runs: what a served request costs, and who else takes the cores.
 
 Triton's statistics time each step of a request but not the CPU it burns, and on one box the load
-generator shares the cores with the server. ``CpuUse`` measures, over a ``with`` block, the cores
-(CPU seconds per wall second) taken by the server process, by each model's Python stub, by the
-load generator (the block's child processes that finished in it: ``run_step``'s Locust) and by the
-whole machine.
+generator shares the cores with the server. ``CpuUse`` measures, over a ``with`` block, the CPU
+seconds taken by the server process, by each model's Python stub, by the load generator (the
+block's child processes that finished in it: ``run_step``'s Locust, its start-up included) and by
+the whole machine. Per request they do not depend on how long the block idled around the load.
 """
 
 from __future__ import annotations
 
-import time
-
 STUB = "triton_python_backend_stub"
-SERVER, LOAD_GENERATOR, MACHINE = "tritonserver", "load generator", "machine"
+SERVER, LOAD_GENERATOR, MACHINE, SERVER_TOTAL = "tritonserver", "load generator", "machine", "server"
 
 
 def _seconds(times) -> float:
@@ -36,11 +34,11 @@ def _server_processes(server_pid: int, models) -> dict[int, str]:
 
 
 class CpuUse:
-    """``with CpuUse(server_pid, models) as use: ...`` then ``use.cores``: {group: cores}."""
+    """``with CpuUse(server_pid, models) as use: ...`` then ``use.seconds``: {group: CPU seconds}."""
 
     def __init__(self, server_pid: int, models):
         self.server_pid, self.models = server_pid, tuple(models)
-        self.cores: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
 
     def _sample(self) -> dict:
         import psutil
@@ -59,15 +57,15 @@ class CpuUse:
         return per_group
 
     def __enter__(self):
-        self._start, self._started = self._sample(), time.monotonic()
+        self._start = self._sample()
         return self
 
     def __exit__(self, *exc):
-        end, wall = self._sample(), time.monotonic() - self._started
-        self.cores = {group: round((end[group] - self._start.get(group, 0.0)) / wall, 2) for group in end}
+        end = self._sample()
+        self.seconds = {group: end[group] - self._start.get(group, 0.0) for group in end}
+        self.seconds[SERVER_TOTAL] = sum(v for k, v in self.seconds.items() if k not in (LOAD_GENERATOR, MACHINE))
         return False
 
-    @property
-    def server_cores(self) -> float:
-        """Cores the server took: its own process and every stub."""
-        return round(sum(v for k, v in self.cores.items() if k not in (LOAD_GENERATOR, MACHINE)), 2)
+    def ms_per(self, count: int) -> dict[str, float]:
+        """CPU milliseconds per request (or image) of each group, over ``count`` of them."""
+        return {group: round(1000 * seconds / count, 2) for group, seconds in self.seconds.items()} if count else {}
