@@ -16,7 +16,7 @@ HW = (64, 64)
 
 
 def _quantized(size, seed=0):
-    return _quantized_with(size, PtqConfig("percentile", float_stem=False), seed)
+    return _quantized_with(size, PtqConfig("percentile"), seed)
 
 
 def _quantized_with(size, cfg, seed=0):
@@ -90,7 +90,7 @@ def test_pooled_histogram_keeps_every_count_on_common_bins():
 def test_tied_groups_share_one_scale_no_larger_than_the_merged_one(calibrator, tmp_path):
     from yolov6_build.quantize.merge import share_scales
 
-    quant = _quantized("n") if calibrator == "percentile" else _quantized_with("n", PtqConfig("max", float_stem=False))
+    quant = _quantized("n") if calibrator == "percentile" else _quantized_with("n", PtqConfig("max"))
     tied, merged = copy.deepcopy(quant), copy.deepcopy(quant)
     groups = share_scales(tied, "tie", PtqConfig(calibrator), HW)
     share_scales(merged, "merge", PtqConfig(calibrator), HW)

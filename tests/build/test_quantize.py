@@ -30,14 +30,14 @@ def batches():
 
 @pytest.fixture(scope="module")
 def quantized(fused, batches):
-    return quantize_ptq(fused, batches, PtqConfig("max", float_stem=False), progress=False)
+    return quantize_ptq(fused, batches, PtqConfig("max"), progress=False)
 
 
-def test_default_keeps_only_the_stem_float(fused, batches):
+def test_float_stem_keeps_only_the_stem_float(fused, batches):
     layers = executed_layers(fused, HW)
-    default = quantize_ptq(fused, batches, PtqConfig("max"), progress=False)
+    float_stem = quantize_ptq(fused, batches, PtqConfig("max", float_stem=True), progress=False)
     assert layers[0] == "backbone.stem.rbr_reparam"
-    assert set(layer_quantizers(default)) == set(layers[1:])
+    assert set(layer_quantizers(float_stem)) == set(layers[1:])
 
 
 def test_every_executed_layer_is_quantized(fused, quantized):
@@ -63,7 +63,7 @@ def test_calibration_sets_scales_from_data(fused, batches, quantized):
 
 def test_quantized_layer_differs_and_excluded_layer_matches(fused, batches):
     layer = "neck.Rep_p4.conv1.rbr_reparam"
-    q = quantize_ptq(fused, batches, PtqConfig("max", exclude=(layer,), float_stem=False), progress=False)
+    q = quantize_ptq(fused, batches, PtqConfig("max", exclude=(layer,)), progress=False)
     assert layer not in layer_quantizers(q)
     x = torch.from_numpy(batches[0])
     with torch.no_grad():
@@ -108,7 +108,7 @@ def test_sensitivity_ranks_a_damaged_layer_first(checkpoint, batches, tmp_path):
 
 def test_qdq_graph_has_qdq_on_quantized_convs_only(fused, batches, tmp_path):
     excluded = "detect.cls_preds.1"
-    quant = quantize_ptq(fused, batches, PtqConfig("max", float_stem=False), progress=False)
+    quant = quantize_ptq(fused, batches, PtqConfig("max"), progress=False)
     set_float_layers(quant, {excluded})
     path = export_onnx(quant, tmp_path / "qdq.onnx", HW, topk=100)
     graph = onnx.load(str(path)).graph

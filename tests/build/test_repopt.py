@@ -136,7 +136,7 @@ def test_repopt_model_takes_the_same_int8_path(tmp_path):
 
     torch.manual_seed(3)
     model = fuse_for_deploy(build_model(ModelSpec("m", 8, training_mode="repopt")))
-    hw, cfg = (64, 64), PtqConfig("percentile", float_stem=False)
+    hw, cfg = (64, 64), PtqConfig("percentile")
     batches = [np.random.default_rng(3).random((2, 3, *hw), dtype=np.float32)]
     quant = quantize_ptq(model, batches, cfg, progress=False)
     assert share_scales(quant, "tie", cfg, hw)

@@ -20,8 +20,8 @@ def add_calibration_options(p: argparse.ArgumentParser) -> None:
                    help=f"activation range method (default {CALIBRATOR})")
     p.add_argument("--calib-images", type=int, default=CALIB_IMAGES,
                    help=f"calibration images used (default {CALIB_IMAGES})")
-    p.add_argument("--int8-stem", action="store_true",
-                   help="quantize the stem (the first conv) too; by default it stays float (README, INT8 on the CPU)")
+    p.add_argument("--float-stem", action="store_true",
+                   help="keep the stem (the first conv) float; by default it is INT8 like every other conv")
 
 
 def add_scale_sharing(p: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def _add_ptq_options(p: argparse.ArgumentParser) -> None:
 
 def _ptq_config(args) -> PtqConfig:
     return PtqConfig(calibrator=args.calibrator, percentile=args.percentile, exclude=tuple(args.exclude or ()),
-                     float_stem=not args.int8_stem)
+                     float_stem=args.float_stem)
 
 
 def _add_report_inputs(p: argparse.ArgumentParser, output: Path) -> None:

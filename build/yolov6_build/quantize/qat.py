@@ -169,7 +169,7 @@ def qat_report(checkpoint: Path, train_annotations: Path, val_annotations: Path,
     val = CocoDataset(val_annotations)
     torch_map = map_evaluator(val, hw, val_limit)
     batches = load_batches(calib_source, hw, calib_images, 16)
-    ptq = quantize_ptq(teacher, batches, PtqConfig("max", float_stem=False))  # every layer INT8: what QAT recovers
+    ptq = quantize_ptq(teacher, batches, PtqConfig("max"))  # every layer INT8: what QAT recovers
     merge_scales(ptq, hw)
     rows = {"FP32": torch_map(teacher), "PTQ (max, merged scales)": torch_map(ptq)}
     partial = copy.deepcopy(ptq)

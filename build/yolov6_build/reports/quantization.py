@@ -67,22 +67,22 @@ def quantization_report(checkpoint: Path, val_annotations: Path, calib_source: P
     for calibrator in CALIBRATORS:
         cfg = PtqConfig(calibrator)
         quantized[calibrator] = quantize_ptq(model, batches, cfg, progress=False)
-        add(f"PTQ {calibrator}", torch_map(quantized[calibrator]), cpu_map(quantized[calibrator], calibrator), 1)
+        add(f"PTQ {calibrator}", torch_map(quantized[calibrator]), cpu_map(quantized[calibrator], calibrator))
     best = max(CALIBRATORS, key=lambda c: next(r["torch_map50_95"] for r in rows if r["variant"] == f"PTQ {c}"))
     quant = quantized[best]
     merged = copy.deepcopy(quant)
     merge_scales(merged, hw)
-    add(f"PTQ {best} + merged scales (served default)", torch_map(merged), cpu_map(merged, "merged"), 1)
-    every_layer = quantize_ptq(model, batches, PtqConfig(best, float_stem=False), progress=False)
-    merge_scales(every_layer, hw)
-    add(f"PTQ {best} + merged scales, stem INT8 too", torch_map(every_layer), cpu_map(every_layer, "every_layer"))
+    add(f"PTQ {best} + merged scales (served default)", torch_map(merged), cpu_map(merged, "merged"))
+    float_stem = quantize_ptq(model, batches, PtqConfig(best, float_stem=True), progress=False)
+    merge_scales(float_stem, hw)
+    add(f"PTQ {best} + merged scales, stem float", torch_map(float_stem), cpu_map(float_stem, "float_stem"), 1)
     results = analyse(model, quant, batches[:2], progress=False)
     write_report(results, out, title=f"Per-layer INT8 sensitivity ({best} calibration)")
     auto = auto_float_layers(quant, results, torch_map, fp32, budget_points)
     set_float_layers(quant, set(auto.float_layers))
     merge_scales(quant, hw)
     add(f"partial PTQ {best} + merged (auto, {budget_points} pt budget)", torch_map(quant), cpu_map(quant, "partial"),
-        1 + len(auto.float_layers))  # the stem, then the sensitivity-ranked layers
+        len(auto.float_layers))
     raw_onnx = export_onnx(model, out / "fp32_raw.onnx", hw)  # upstream's output layout, as a user exports it
     stock = quantize_stock(raw_onnx, out / "int8_stock.onnx", batches)
     add("stock ORT quantize_static (defaults)", None, ort_map(stock))

@@ -72,7 +72,7 @@ def repopt_report(checkpoints: dict[str, Path], val_annotations: Path, calib_sou
         hw = tuple(info.input_hw)
         torch_map = map_evaluator(val, hw, val_limit)
         batches = load_batches(calib_source, hw, calib_images, 16, progress=False)
-        ptq = quantize_ptq(model, batches, PtqConfig("max", float_stem=False), progress=False)
+        ptq = quantize_ptq(model, batches, PtqConfig("max"), progress=False)
         merge_scales(ptq, hw)
         slug = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
         fp32_onnx = export_onnx(model, out / f"{slug}_fp32.onnx", hw, topk=1000)
