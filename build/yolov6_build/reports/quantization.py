@@ -72,7 +72,8 @@ def quantization_report(checkpoint: Path, val_annotations: Path, calib_source: P
     quant = quantized[best]
     merged = copy.deepcopy(quant)
     merge_scales(merged, hw)
-    add(f"PTQ {best} + merged scales (served default)", torch_map(merged), cpu_map(merged, "merged"))
+    served = " (served default)" if best == PtqConfig().calibrator else ""
+    add(f"PTQ {best} + merged scales{served}", torch_map(merged), cpu_map(merged, "merged"))
     float_stem = quantize_ptq(model, batches, PtqConfig(best, float_stem=True), progress=False)
     merge_scales(float_stem, hw)
     add(f"PTQ {best} + merged scales, stem float", torch_map(float_stem), cpu_map(float_stem, "float_stem"), 1)
