@@ -113,15 +113,14 @@ def place_for_ort(graph) -> dict[str, int]:
 
     ORT runs DQ -> Conv -> Q as an integer QLinearConv only when the conv's output (a ReLU between
     them is dropped for a zero point of 0) has that single Q as its one consumer. modelopt's graph
-    quantizes conv inputs only, so three shapes of it leave convs in float there:
+    quantizes conv inputs only, so two shapes of it leave convs in float there:
     - a Concat's quantizer sits after the Concat: it is repeated on each input (Q commutes with
       Concat when every input shares the scale, which merged scales guarantee);
-    - one tensor read by several quantizers of equal scale: they become one Q/DQ pair;
-    - a Shape read beside the quantizer: it reads the DQ's output instead (same shape).
+    - a Shape reads the tensor beside its quantizer: it reads the DQ's output instead (same shape).
     Returns counts of each change.
     """
-    changes = {"concat_inputs_quantized": _quantize_concat_inputs(graph)}
-    changes["duplicate_quantizers_merged"] = _merge_duplicate_quantizers(graph)
+    changes = {"concat_inputs_quantized": _quantize_concat_inputs(graph),
+               "shapes_moved": _move_shapes_behind_quantizers(graph)}
     _sort_topologically(graph)
     return changes
 
@@ -175,44 +174,20 @@ def _quantize_concat_inputs(graph) -> int:
     return added
 
 
-def _merge_duplicate_quantizers(graph) -> int:
-    """Per tensor, quantizers of one scale and zero point become the first of them (with its DQ)."""
-    values, consumers = _constant_values(graph), _consumers(graph)
-    renamed: dict[str, str] = {}
-    dropped = set()
+def _move_shapes_behind_quantizers(graph) -> int:
+    """A Shape reading a tensor that one Q/DQ pair also reads now reads that DQ's output."""
+    consumers = _consumers(graph)
+    moved = 0
     for tensor, readers in consumers.items():
-        groups: dict[tuple, list] = {}
-        for q in readers:
-            key = _quantization_key(q, values) if q.op_type == "QuantizeLinear" and q.input[0] == tensor else None
-            if key is not None:
-                groups.setdefault(key, []).append(q)
-        for quantizers in groups.values():
-            kept_dq = [d for d in consumers.get(quantizers[0].output[0], []) if d.op_type == "DequantizeLinear"]
-            if not kept_dq:
-                continue
-            for q in quantizers[1:]:
-                for dq in consumers.get(q.output[0], []):
-                    if dq.op_type == "DequantizeLinear" and _quantization_key(dq, values) == _quantization_key(
-                            kept_dq[0], values):
-                        renamed[dq.output[0]] = kept_dq[0].output[0]
-                        dropped.add(id(dq))
-                if all(id(d) in dropped for d in consumers.get(q.output[0], [])):
-                    dropped.add(id(q))
-        if groups and len(groups) == 1:  # one quantizer left: Shape readers move beside its DQ
-            kept = next(iter(groups.values()))[0]
-            kept_dq = [d for d in consumers.get(kept.output[0], []) if d.op_type == "DequantizeLinear"]
-            for reader in readers:
-                if reader.op_type == "Shape" and kept_dq:
-                    reader.input[0] = kept_dq[0].output[0]
-    survivors = [n for n in graph.node if id(n) not in dropped]
-    for node in survivors:
-        for i, name in enumerate(node.input):
-            node.input[i] = renamed.get(name, name)
-    for output in graph.output:
-        if output.name in renamed:
-            raise ValueError(f"graph output {output.name} is a merged quantizer's")
-    _replace_nodes(graph, survivors)
-    return len(renamed)
+        quantizers = [q for q in readers if q.op_type == "QuantizeLinear" and q.input[0] == tensor]
+        if len(quantizers) != 1:
+            continue
+        dequantizers = [d for d in consumers.get(quantizers[0].output[0], []) if d.op_type == "DequantizeLinear"]
+        for reader in readers:
+            if reader.op_type == "Shape" and dequantizers:
+                reader.input[0] = dequantizers[0].output[0]
+                moved += 1
+    return moved
 
 
 def _sort_topologically(graph) -> None:
