@@ -63,8 +63,8 @@ def run_build_repo(args) -> int:
         from ..quantize.ptq import PtqConfig
         from ..quantize.stage import QuantizeStageConfig
 
-        quantize_config = QuantizeStageConfig(ptq=PtqConfig(calibrator=args.calibrator, float_stem=args.float_stem), calib_images=args.calib_images,
-                                              scale_sharing=args.scale_sharing)
+        ptq = PtqConfig(calibrator=args.calibrator, float_stem=args.float_stem)
+        quantize_config = QuantizeStageConfig(ptq=ptq, calib_images=args.calib_images, scale_sharing=args.scale_sharing)
     build_repository(args.checkpoint, args.output or Path("model_repository") / args.flavour, args.flavour,
                      detector_onnx=args.detector_onnx, calib=args.calib, quantize_config=quantize_config, **overrides)
     return 0

@@ -152,10 +152,10 @@ def qat_report(checkpoint: Path, train_annotations: Path, val_annotations: Path,
     from ..evaluate import EvalSettings, detector_runner, evaluate, map_evaluator
     from ..export.onnx import export_onnx
     from ..model.checkpoint import load_deploy_model
-    from .calibration import load_batches
-    from .merge import merge_scales
     from ..runtime import RUNTIMES
+    from .calibration import load_batches
     from .cpu_qdq import uint8_activations
+    from .merge import merge_scales
     from .partial import top_k
     from .ptq import PtqConfig, quantize_ptq, set_float_layers
     from .sensitivity import analyse

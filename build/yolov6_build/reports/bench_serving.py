@@ -98,13 +98,13 @@ def repository_settings(manifest: dict) -> dict:
 
 def runtime_twin(repository: Path, manifest: dict, runtime: str, out: Path, checkpoint: Path | None = None) -> Path:
     """The INT8 repository served on ``runtime``: ``repository`` itself, or one built beside ``out`` from
-    the same detector graph (both runtimes serve one file; same configs)."""
-    from ..build_repo import build_repository, served_int8_graph
+    the detector graph its manifest records (both runtimes serve one file; same configs)."""
+    from ..build_repo import build_repository
 
     config = repository_settings(manifest)
     if config["detector_runtime"] == runtime:
         return Path(repository)
-    graph = Path(manifest["detector"]).parent / served_int8_graph("cpu")
+    graph = Path(manifest["detector"])
     if not graph.is_file():
         raise ConfigError(f"{graph} is missing: rebuild {repository} with `make build-repo` (it runs the quantize "
                           "stage, which writes the served graph)")

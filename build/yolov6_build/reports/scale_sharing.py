@@ -41,10 +41,11 @@ def scale_sharing_report(checkpoint: Path, val_annotations: Path, calib_source: 
     batches = load_batches(calib_source, hw, calib_images, 16)
     torch_map = map_evaluator(CocoDataset(val_annotations), hw, val_limit)
     rows = [{"calibrator": "-", "sharing": "FP32", "map50_95": torch_map(model), "groups": 0, "findings": {}}]
+    layers = executed_layers(model, hw)
     for calibrator in calibrators:
         cfg = PtqConfig(calibrator)
         calibrated = quantize_ptq(model, batches, cfg, progress=False)
-        float_layers = float_layers_of(cfg, executed_layers(model, hw))
+        float_layers = float_layers_of(cfg, layers)
         for sharing in SHARING[::-1]:  # none, tie, merge
             quant = copy.deepcopy(calibrated)
             groups = share_scales(quant, sharing, cfg, hw)
