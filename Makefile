@@ -13,6 +13,8 @@ CHECKPOINT ?= $(DEMO_MODEL)
 FLAVOUR ?= cpu
 DATASET := artifacts/datasets/synthetic
 CALIB ?= $(DATASET)/calib
+# labelled images for QAT in build-repo: the demo model's own training set; empty (PTQ only) for other checkpoints
+QAT ?= $(if $(filter $(DEMO_MODEL),$(CHECKPOINT)),$(DATASET)/annotations/instances_train.json,)
 SOAK_MINUTES ?= 10
 
 .PHONY: setup setup-services setup-deploy-tools test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt train-repvgg-sgd repopt-report qat-repopt bench-int8 bench-nms \
@@ -52,8 +54,8 @@ test: setup setup-services setup-deploy-tools  ## run the test suite (CPU only; 
 demo: setup  ## build the CPU repository from the demo model, serve it, detect sample images, stop
 	$(CLI) demo --checkpoint $(DEMO_MODEL)
 
-build-repo: dataset  ## INT8 model_repository/$(FLAVOUR) from $(CHECKPOINT), calibrated on $(CALIB) (FLAVOUR=cpu|gpu)
-	$(CLI) build-repo $(CHECKPOINT) --flavour $(FLAVOUR) --calib $(CALIB)
+build-repo: dataset  ## INT8 model_repository/$(FLAVOUR) from $(CHECKPOINT): PTQ on $(CALIB), then QAT on $(QAT) if set (FLAVOUR=cpu|gpu)
+	$(CLI) build-repo $(CHECKPOINT) --flavour $(FLAVOUR) --calib $(CALIB) $(if $(QAT),--qat $(QAT))
 
 serve: setup  ## serve model_repository/cpu on 127.0.0.1 (8000 http, 8001 grpc, 8002 metrics) until Ctrl-C; builds it first if needed
 	@if [ "$(FLAVOUR)" = gpu ]; then echo "the gpu repository is served by the Triton container: see README, 'The GPU flavour'"; exit 2; fi
@@ -113,7 +115,7 @@ bench-int8: dataset  ## served CPU INT8 vs OpenVINO FP32, NNCF and ORT stock INT
 bench-nms: build-repo  ## NMS step cost per image (random worst case and the demo model's real candidates)
 	$(CLI) bench-nms --detector-onnx model_repository/cpu/yolov6_detector/1/model.onnx -o artifacts/reports/bench_nms
 
-bench-serving: build-repo  ## server vs in-process, DALI vs Pillow, FP32 vs INT8 served; c=1..32 (about 5 min)
+bench-serving: build-repo  ## server vs in-process, OpenCV vs DALI letterbox, FP32 vs INT8 served; c=1..32 (about 7 min)
 	$(CLI) bench-serving model_repository/cpu -o artifacts/reports/bench_serving
 
 bench: bench-int8 bench-nms bench-serving  ## all benchmarks

@@ -88,12 +88,12 @@ def quantized(checkpoint, tmp_path_factory):
     return root / "graphs"
 
 
-def build_int8_repository(checkpoint, quantized, out, runtime: str):
+def build_int8_repository(checkpoint, quantized, out, runtime: str, **config):
     """A CPU repository serving the INT8 graph on ``runtime`` (as build-repo --calib makes it)."""
     from yolov6_build.build_repo import build_repository, served_int8_graph
 
     build_repository(checkpoint, out, "cpu", detector_onnx=quantized / served_int8_graph("cpu"),
-                     max_batch_size=4, detector_runtime=runtime)
+                     max_batch_size=4, detector_runtime=runtime, **config)
     return out
 
 
@@ -123,11 +123,11 @@ def detect_concurrently(server, payloads: list[bytes], **detect_options) -> list
         return list(pool.map(send, payloads))
 
 
-def runtime_of(repository) -> str:
-    """The detector runtime a built repository serves with."""
+def served_settings(repository) -> dict:
+    """A built repository's RepositoryConfig as saved (detector_runtime, cpu_preprocess, ...)."""
     import json
 
-    return json.loads((Path(repository) / "repository.json").read_text())["detector_runtime"]
+    return json.loads((Path(repository) / "repository.json").read_text())
 
 
 def start_server(repository, work_dir, **options):

@@ -26,7 +26,7 @@ def test_time_split_is_per_request_over_the_interval():
 
 
 def _run(in_process_best, steps):
-    return {"runtime": "openvino", "in_process": {"batch_1": 50.0, "batch_8": in_process_best, "best": in_process_best,
+    return {"runtime": "openvino", "preprocess": "opencv", "in_process": {"batch_1": 50.0, "batch_8": in_process_best, "best": in_process_best,
                                                   "best_cpu_ms": 18.0},
             "served": [{"users": u, "rps": rps, "vs_in_process": round(rps / in_process_best, 3), "failures": 0,
                         "p50_ms": 10.0, "models": {}, "cpu_efficiency": 0.9,
@@ -36,7 +36,7 @@ def _run(in_process_best, steps):
 
 def test_targets_need_both_c4_and_the_best_concurrency():
     report = {"input_hw": [320, 320], "images": 8, "batch": 8, "users": [1, 4, 8],
-              "preprocess": {"dali": 300.0, "plain": 150.0},
+              "preprocess": {"dali": 300.0, "opencv": 150.0},
               "runs": {"int8 openvino": _run(100.0, [(1, 40.0), (4, 85.0), (8, 95.0)]),
                        "int8 ort": _run(100.0, [(1, 40.0), (4, 70.0), (8, 95.0)]),
                        "fp32": _run(60.0, [(1, 30.0), (4, 50.0), (8, 50.0)])}}

@@ -44,6 +44,6 @@ def test_gpu_check_cpu_preprocess_baseline_differs_only_in_the_preprocess(checkp
     variant = cpu_preprocess_variant(tmp_path / "gpu", tmp_path / "gpu_cpu_preprocess")
     assert not (variant / "yolov6_dali").exists()
     config = (variant / "yolov6_preprocess" / "config.pbtxt").read_text()
-    assert '"dali_cpu"' in config and "model_warmup" not in config
+    assert 'executor" value: { string_value: "dali" }' in config and "model_warmup" not in config
     for model in ("yolov6", "yolov6_detector", "yolov6_nms"):
         assert (variant / model / "config.pbtxt").read_text() == (tmp_path / "gpu" / model / "config.pbtxt").read_text()

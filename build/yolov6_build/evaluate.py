@@ -16,8 +16,9 @@ from typing import Callable
 import numpy as np
 
 from . import contract as c
-from .data import CocoDataset, load_rgb
-from .geometry import Detections, letterbox_image
+from .data import CocoDataset
+from .errors import ConfigError
+from .geometry import Detections
 from .postprocess import detections_for_image
 from .runtime import split_raw
 
@@ -33,9 +34,9 @@ class EvalSettings:
     max_detections: int = c.EVAL_MAX_DETECTIONS
     batch_size: int = 8
     limit: int | None = None  # evaluate the first N images only
-    # 'reference': OpenCV decode + the numpy/OpenCV letterbox; 'dali': the served DALI letterbox, for
-    # server-vs-offline checks of INT8 graphs, where one grey level of resize difference moves mAP
-    preprocess: str = "reference"
+    # pipeline.PREPROCESSORS: 'opencv' (the offline decoder + OpenCV letterbox, the cpu flavour's default) or
+    # 'dali'; server-vs-offline checks of INT8 graphs use the served one (one grey level of resize moves mAP)
+    preprocess: str = "opencv"
 
 
 def torch_runner(model) -> Runner:
@@ -85,26 +86,18 @@ def predict_dataset(runner: Runner, dataset: CocoDataset, input_hw: tuple[int, i
 
 def _letterbox(settings: EvalSettings, input_hw: tuple[int, int]):
     """paths -> [(image float32 [3,H,W], geometry float32 [6])] with the settings' preprocessing."""
-    if settings.preprocess == "dali":
-        from .dali.pipeline import CpuLetterbox
+    from .pipeline import make_preprocessor
 
-        dali = CpuLetterbox(input_hw, settings.batch_size)
+    preprocess = make_preprocessor(settings.preprocess, input_hw, settings.batch_size)
 
-        def served(paths):
-            results = dali([Path(p).read_bytes() for p in paths])
-            failed = next((r for r in results if isinstance(r, Exception)), None)
-            if failed is not None:
-                raise failed
-            return results
+    def letterbox(paths):
+        results = preprocess([Path(p).read_bytes() for p in paths])
+        failed = next((i for i, r in enumerate(results) if isinstance(r, Exception)), None)
+        if failed is not None:
+            raise ConfigError(f"cannot read image {paths[failed]}: {results[failed]}")
+        return results
 
-        return served
-    if settings.preprocess != "reference":
-        raise ValueError(f"preprocess must be 'reference' or 'dali', got {settings.preprocess!r}")
-
-    def reference(paths):
-        return [(image, box.as_array()) for image, box in (letterbox_image(load_rgb(p), input_hw) for p in paths)]
-
-    return reference
+    return letterbox
 
 
 def coco_results(dataset: CocoDataset, detections: dict[int, Detections]) -> list[dict]:

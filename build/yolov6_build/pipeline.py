@@ -2,8 +2,8 @@
 
 Same code as the Triton models (CpuLetterbox, the detector graph, postprocess), without the
 server; the reference for server parity tests and the baseline of the benchmarks. ``preprocess``
-'dali' is the served DALI CPU letterbox; 'plain' is the offline decoder (OpenCV) + the OpenCV reference letterbox,
-the usual hand-written alternative the benchmark compares against.
+'dali' is the DALI CPU letterbox (the GPU flavour's definition); 'opencv' is the offline decoder (OpenCV) + the
+OpenCV reference letterbox, image by image. The cpu flavour serves either (``RepositoryConfig.cpu_preprocess``).
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from . import contract as c
 from .geometry import Detections
 from .postprocess import detections_for_image
 
-PREPROCESSORS = ("dali", "plain")
+PREPROCESSORS = ("dali", "opencv")
 
 
-class PlainLetterbox:
-    """The offline decoder + reference letterbox (OpenCV), image by image; same output as CpuLetterbox."""
+class OpenCvLetterbox:
+    """The offline decoder + reference letterbox (OpenCV), image by image; same output as CpuLetterbox.
+
+    No per-batch cost: on CPU it takes 2.2 ms per image at batch 1 where DALI takes 6.0 (3.6 at batch 8).
+    """
 
     def __init__(self, input_hw: tuple[int, int]):
         self.input_hw = tuple(input_hw)
@@ -40,20 +43,20 @@ class PlainLetterbox:
         return image, box.as_array()
 
 
-def make_preprocessor(kind: str, input_hw: tuple[int, int], max_batch_size: int = 8):
+def make_preprocessor(kind: str, input_hw: tuple[int, int], max_batch_size: int = 8, dali_threads: int = 2):
     if kind == "dali":
         from .dali.pipeline import CpuLetterbox
 
-        return CpuLetterbox(input_hw, max_batch_size)
-    if kind == "plain":
-        return PlainLetterbox(input_hw)
+        return CpuLetterbox(input_hw, max_batch_size, dali_threads)
+    if kind == "opencv":
+        return OpenCvLetterbox(input_hw)
     raise ValueError(f"preprocess must be one of {PREPROCESSORS}, got {kind!r}")
 
 
 class InProcessPipeline:
     def __init__(self, detector_onnx: str | Path, input_hw: tuple[int, int], conf_threshold: float = c.SERVE_CONF_THRESHOLD,
                  iou_threshold: float = c.SERVE_IOU_THRESHOLD, max_detections: int = c.SERVE_MAX_DETECTIONS,
-                 max_batch_size: int = 8, threads: int = 0, preprocess: str = "dali", runtime: str = "ort"):
+                 max_batch_size: int = 8, threads: int = 0, preprocess: str = "opencv", runtime: str = "ort"):
         from .runtime import load_detector
 
         self.letterbox = make_preprocessor(preprocess, input_hw, max_batch_size)

@@ -2,7 +2,7 @@
 
 Layout (``<out>/<model>/config.pbtxt`` and ``<out>/<model>/1/...``):
     yolov6             ensemble: image bytes -> num_detections, boxes, scores, classes
-    yolov6_preprocess  Python: DALI letterbox (cpu: in-process; gpu: BLS to yolov6_dali)
+    yolov6_preprocess  Python: letterbox (cpu: OpenCV or the DALI pipeline in-process; gpu: BLS to yolov6_dali)
     yolov6_dali        gpu only: DALI backend, serialised mixed-decoder pipeline (model.dali)
     yolov6_detector    cpu: Python + OpenVINO or ONNX Runtime (model.onnx); gpu: TensorRT (model.plan)
     yolov6_nms         Python: numpy class-aware NMS and box mapping
@@ -20,6 +20,7 @@ import numpy as np
 
 from . import contract as c
 from .errors import ConfigError
+from .pipeline import PREPROCESSORS
 from .runtime import RUNTIMES
 
 FLAVOURS = ("cpu", "gpu")
@@ -53,6 +54,7 @@ class RepositoryConfig:
     intra_op_threads: int = 0  # detector threads per instance (OpenVINO or ORT); 0 = all cores
     detector_runtime: str = "openvino"  # cpu flavour: runtime.RUNTIMES; faster at equal mAP (README, bench-int8)
     dali_threads: int = 2  # CPU threads of the DALI pipeline (both flavours)
+    cpu_preprocess: str = "opencv"  # cpu flavour: pipeline.PREPROCESSORS; opencv has no per-batch cost (README)
 
     def __post_init__(self):
         if self.flavour not in FLAVOURS:
@@ -67,6 +69,8 @@ class RepositoryConfig:
                      "max_detections"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.cpu_preprocess not in PREPROCESSORS:
+            raise ConfigError(f"cpu_preprocess must be one of {PREPROCESSORS}, got {self.cpu_preprocess!r}")
         if self.detector_runtime not in RUNTIMES:
             raise ConfigError(f"detector_runtime must be one of {RUNTIMES}, got {self.detector_runtime!r}")
         if self.max_detections > self.topk:
@@ -153,7 +157,9 @@ def _zero_warmup(inputs: dict[str, tuple[str, list[int]]], files: dict[str, str]
 def preprocess_config(cfg: RepositoryConfig, warmup_bytes: int) -> str:
     params = {"input_height": cfg.input_hw[0], "input_width": cfg.input_hw[1]}
     if cfg.flavour == "cpu":
-        params.update(executor="dali_cpu", dali_batch_size=cfg.max_batch_size, dali_threads=cfg.dali_threads)
+        params.update(executor=cfg.cpu_preprocess)  # a pipeline.PREPROCESSORS kind, run in the stub
+        if cfg.cpu_preprocess == "dali":
+            params.update(dali_batch_size=cfg.max_batch_size, dali_threads=cfg.dali_threads)
     else:
         params.update(executor="bls", dali_model=c.DALI_MODEL)
     return (_header(c.PREPROCESS_MODEL, "python", cfg) + _io("input", [_image_input()])

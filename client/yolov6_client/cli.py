@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also score this detector ONNX offline (same thresholds and letterbox) and print the difference")
     evaluate.add_argument("--compare-runtime", choices=("openvino", "ort"), default="ort",
                           help="runtime of the --compare-onnx run: the one the server's detector uses (default ort)")
+    evaluate.add_argument("--compare-preprocess", choices=("opencv", "dali"), default="opencv",
+                          help="letterbox of the --compare-onnx run: the one the server's preprocess uses "
+                               "(its executor parameter; default opencv, the cpu flavour's)")
     evaluate.add_argument("-o", "--output", type=Path, default=None, help="write the result as JSON here")
     _add_connection_args(evaluate)
     return parser
@@ -136,7 +139,7 @@ def run_eval(args) -> int:
 
         with connect() as probe:
             input_hw = probe.input_hw
-        settings = replace(SERVER_EVAL_SETTINGS, limit=args.limit, preprocess="dali")  # the served letterbox
+        settings = replace(SERVER_EVAL_SETTINGS, limit=args.limit, preprocess=args.compare_preprocess)
         offline = evaluate(detector_runner(args.compare_onnx, args.compare_runtime), dataset, input_hw, settings, not args.no_progress)
         delta = 100 * (result["server"]["map50_95"] - offline["map50_95"])
         result.update(offline=offline, delta_map50_95_points=round(delta, 3))

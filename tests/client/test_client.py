@@ -62,32 +62,37 @@ def val_set(tmp_path_factory):
     return CocoDataset(write_split(tmp_path_factory.mktemp("val"), "val", 40, seed=7))
 
 
-@pytest.fixture(scope="module", params=["openvino", "ort"])
+@pytest.fixture(scope="module", params=[("openvino", "opencv"), ("ort", "dali")], ids="-".join)
 def int8_server_per_runtime(request, server, repository, checkpoint, quantized, tmp_path_factory, launch_server):
-    """(server, repository) of the INT8 CPU repository on each detector runtime (the shared one is reused)."""
-    from tests.conftest import build_int8_repository, runtime_of
+    """(server, repository) of the INT8 CPU repository on each detector runtime, and each letterbox the
+    preprocess step can run (the shared repository, the default, is reused)."""
+    from tests.conftest import build_int8_repository, served_settings
 
-    if runtime_of(repository) == request.param:
+    runtime, preprocess = request.param
+    if (served_settings(repository)["detector_runtime"], served_settings(repository)["cpu_preprocess"]) == request.param:
         yield server, repository
         return
-    root = tmp_path_factory.mktemp(f"int8_{request.param}")
-    other = build_int8_repository(checkpoint, quantized, root / "cpu", request.param)
+    root = tmp_path_factory.mktemp(f"int8_{runtime}")
+    other = build_int8_repository(checkpoint, quantized, root / "cpu", runtime, cpu_preprocess=preprocess)
     triton = launch_server(other, root / "server")
     yield triton, other
     triton.stop()
 
 
 def test_server_map_equals_offline_map(int8_server_per_runtime, val_set):
-    """The server's INT8 mAP equals the offline harness's on the same graph and runtime, for each runtime."""
-    from tests.conftest import runtime_of
+    """The server's INT8 mAP equals the offline harness's on the same graph, runtime and letterbox, for each
+    runtime and letterbox."""
+    from tests.conftest import served_settings
 
     server, repository = int8_server_per_runtime
     with TritonDetector(server.grpc_url) as probe:
         input_hw = probe.input_hw
     served = evaluate_server(lambda: TritonDetector(server.grpc_url), val_set, concurrency=4, progress=False)
     # offline with the served letterbox: INT8 graphs move by tenths of a point for one grey level of resize
-    offline = evaluate(detector_runner(repository / c.DETECTOR_MODEL / "1" / "model.onnx", runtime_of(repository)),
-                       val_set, input_hw, replace(SERVER_EVAL_SETTINGS, preprocess="dali"), progress=False)
+    settings = served_settings(repository)
+    offline = evaluate(detector_runner(repository / c.DETECTOR_MODEL / "1" / "model.onnx", settings["detector_runtime"]),
+                       val_set, input_hw, replace(SERVER_EVAL_SETTINGS, preprocess=settings["cpu_preprocess"]),
+                       progress=False)
     assert served["images"] == offline["images"] == 40
     assert offline["map50_95"] > 0.3  # the demo model (a random one would make this comparison empty)
     assert abs(served["map50_95"] - offline["map50_95"]) <= 0.002

@@ -32,7 +32,7 @@ def test_configs_parse_and_wire(flavour):
         assert detector.instance_group[0].kind == detector.instance_group[0].KIND_GPU
     else:
         assert detector.backend == "python"
-        assert configs[c.PREPROCESS_MODEL].parameters["executor"].string_value == "dali_cpu"
+        assert configs[c.PREPROCESS_MODEL].parameters["executor"].string_value == "opencv"
 
 
 def test_wiring_check_finds_mismatches():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.conftest import detect_concurrently, runtime_of
+from tests.conftest import detect_concurrently, served_settings
 from yolov6_build import contract as c
 from yolov6_build.pipeline import InProcessPipeline
 from yolov6_client import ServerError, TritonDetector
@@ -23,7 +23,8 @@ def _assert_same(a, b):
 def test_server_detections_equal_in_process_pipeline(server, repository, images, protocol):
     pipeline = InProcessPipeline(repository / c.DETECTOR_MODEL / "1" / "model.onnx", (320, 320),
                                  conf_threshold=LOW_CONF, max_detections=c.SERVE_MAX_DETECTIONS,
-                                 runtime=runtime_of(repository))
+                                 runtime=served_settings(repository)["detector_runtime"],
+                                 preprocess=served_settings(repository)["cpu_preprocess"])
     expected = pipeline([p.read_bytes() for p in images])
     url = server.grpc_url if protocol == "grpc" else server.http_url
     with TritonDetector(url, protocol) as detector:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..quantize.ptq import CALIBRATORS, PtqConfig
+from ..quantize.qat import QatConfig
 from ..quantize.stage import QuantizeStageConfig
 from .common import CALIB_DIR, DEMO_CHECKPOINT, TRAIN_ANNOTATIONS, VAL_ANNOTATIONS, default_of, image_size
 
@@ -22,6 +23,19 @@ def add_calibration_options(p: argparse.ArgumentParser) -> None:
                    help=f"calibration images used (default {CALIB_IMAGES})")
     p.add_argument("--float-stem", action="store_true",
                    help="keep the stem (the first conv) float; by default it is INT8 like every other conv")
+
+
+def add_qat_options(p: argparse.ArgumentParser) -> None:
+    """QAT inside the quantize stage; shared by quantize and build-repo."""
+    p.add_argument("--qat", type=Path, default=None, metavar="ANNOTATIONS",
+                   help="after PTQ, fine-tune with QAT + channel-wise distillation on these labelled images (COCO "
+                        "instances json); the scales stay as calibrated. Demo model: -0.54 -> +0.18 mAP points")
+    p.add_argument("--qat-iterations", type=int, default=default_of(QatConfig, "iterations"),
+                   help=f"QAT iterations of --qat (default %(default)s, batch {default_of(QatConfig, 'batch_size')})")
+
+
+def qat_config(args) -> QatConfig | None:
+    return QatConfig(str(args.qat), iterations=args.qat_iterations) if args.qat else None
 
 
 def add_scale_sharing(p: argparse.ArgumentParser) -> None:
@@ -72,6 +86,7 @@ def add_quantize(sub) -> None:
     p.add_argument("--val-limit", type=int, default=default_of(QuantizeStageConfig, "val_limit"),
                    help="val images used per mAP measurement")
     add_scale_sharing(p)
+    add_qat_options(p)
     p.set_defaults(func=run_quantize)
 
 
@@ -82,7 +97,7 @@ def run_quantize(args) -> int:
                               float_top_k=args.float_top_k, auto_budget_points=args.auto_budget,
                               sensitivity_images=args.sensitivity_images,
                               val_annotations=str(args.val) if args.val else None, val_limit=args.val_limit,
-                              scale_sharing=args.scale_sharing)
+                              scale_sharing=args.scale_sharing, qat=qat_config(args))
     report = quantize(args.checkpoint, args.calib, args.output, cfg)
     print(json.dumps({k: report[k] for k in ("float_layers", "seconds")}, indent=2))
     return 0

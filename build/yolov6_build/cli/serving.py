@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 from ..contract import DETECTOR_MODEL
-from ..errors import BuildError
+from ..errors import BuildError, ConfigError
 from ..repository import FLAVOURS, QUEUE_DELAY_US, RepositoryConfig
+from ..pipeline import PREPROCESSORS
 from ..runtime import RUNTIMES
 from .common import CPU_REPOSITORY, DEMO_CHECKPOINT, VAL_ANNOTATIONS, add_server_options, default_of, image_size, \
     log, server_from_args
-from .quantize import add_calibration_options, add_scale_sharing
+from .quantize import add_calibration_options, add_qat_options, add_scale_sharing, qat_config
 
 # build-repo flag -> (RepositoryConfig field, type, help); an unset flag keeps the config's default
 REPOSITORY_OPTIONS = {
@@ -38,6 +39,7 @@ def add_build_repo(sub) -> None:
                    help="calibration images (folder or COCO json): serve INT8 (PTQ); without it, FP32")
     add_calibration_options(p)
     add_scale_sharing(p)
+    add_qat_options(p)
     p.add_argument("--detector-onnx", type=Path, default=None,
                    help="use this detector graph (e.g. from `quantize`) instead of building one")
     p.add_argument("--img-size", dest="input_hw", type=image_size, default=None, metavar="SIZE",
@@ -50,13 +52,17 @@ def add_build_repo(sub) -> None:
     runtime = default_of(RepositoryConfig, "detector_runtime")
     p.add_argument("--runtime", dest="detector_runtime", choices=RUNTIMES, default=None,
                    help=f"cpu flavour: detector runtime (default {runtime}: faster at equal accuracy, see README)")
+    preprocess = default_of(RepositoryConfig, "cpu_preprocess")
+    p.add_argument("--preprocess", dest="cpu_preprocess", choices=PREPROCESSORS, default=None,
+                   help=f"cpu flavour: letterbox in the preprocess step (default {preprocess}: no per-batch cost; "
+                        "dali runs the GPU flavour's pipeline on CPU)")
     p.set_defaults(func=run_build_repo)
 
 
 def run_build_repo(args) -> int:
     from ..build_repo import build_repository
 
-    names = ("input_hw", "detector_runtime", *(name for name, _, _ in REPOSITORY_OPTIONS.values()))
+    names = ("input_hw", "detector_runtime", "cpu_preprocess", *(name for name, _, _ in REPOSITORY_OPTIONS.values()))
     overrides = {name: getattr(args, name) for name in names}
     quantize_config = None
     if args.calib:
@@ -64,7 +70,10 @@ def run_build_repo(args) -> int:
         from ..quantize.stage import QuantizeStageConfig
 
         ptq = PtqConfig(calibrator=args.calibrator, float_stem=args.float_stem)
-        quantize_config = QuantizeStageConfig(ptq=ptq, calib_images=args.calib_images, scale_sharing=args.scale_sharing)
+        quantize_config = QuantizeStageConfig(ptq=ptq, calib_images=args.calib_images, scale_sharing=args.scale_sharing,
+                                              qat=qat_config(args))
+    elif args.qat:
+        raise ConfigError("--qat fine-tunes the calibrated model: give --calib too")
     build_repository(args.checkpoint, args.output or Path("model_repository") / args.flavour, args.flavour,
                      detector_onnx=args.detector_onnx, calib=args.calib, quantize_config=quantize_config, **overrides)
     return 0
@@ -143,10 +152,12 @@ def run_eval_server(args) -> int:
     from ..server import ServerOptions, TritonServer
 
     detector = args.repository / DETECTOR_MODEL / "1" / "model.onnx"
-    runtime = json.loads((args.repository / "repository.json").read_text()).get("detector_runtime", "ort")
+    settings = json.loads((args.repository / "repository.json").read_text())
+    served = ["--compare-runtime", settings.get("detector_runtime", "ort"),
+              "--compare-preprocess", settings.get("cpu_preprocess", "dali")]  # repositories before the option: dali
     with TritonServer(args.repository, args.work_dir, ServerOptions.on_free_ports()) as server:
         argv = ["eval", "--url", server.grpc_url, "--annotations", str(args.annotations), "-o", str(args.output)]
-        argv += ["--compare-onnx", str(detector), "--compare-runtime", runtime] if detector.is_file() else []
+        argv += ["--compare-onnx", str(detector), *served] if detector.is_file() else []
         argv += ["--limit", str(args.limit)] if args.limit else []
         return client_main(argv)
 

@@ -114,7 +114,11 @@ def train_qat(quant_model, teacher, cfg: QatConfig, input_hw: tuple[int, int], p
     distill = DistillationLoss(cfg.distill, cfg.temperature)
     params = [p for p in quant_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    dataset = TrainDataset(CocoDataset(cfg.train_annotations), input_hw, augment=True, seed=cfg.seed)
+    labelled = CocoDataset(cfg.train_annotations)
+    if labelled.num_classes != quant_model.detect.nc:
+        raise ConfigError(f"QAT needs images labelled with the model's classes: {cfg.train_annotations} has "
+                          f"{labelled.num_classes}, the model {quant_model.detect.nc}")
+    dataset = TrainDataset(labelled, input_hw, augment=True, seed=cfg.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
                                          generator=torch.Generator().manual_seed(cfg.seed), drop_last=True)
     history, iteration, running = [], 0, {}

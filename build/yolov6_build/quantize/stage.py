@@ -2,7 +2,8 @@
 
 Writes into ``out_dir``:
     detector_fp32.onnx       FP32 graph with the candidate head (baseline, ORT input)
-    detector_qdq.onnx        explicit Q/DQ graph for TensorRT (symmetric INT8, shared scales, float layers float)
+    detector_qdq.onnx        explicit Q/DQ graph for TensorRT (symmetric INT8, shared scales, float layers float;
+                             fine-tuned by QAT + channel-wise distillation when the config has ``qat``)
     detector_qdq_u8.onnx     its CPU form (same scales, uint8 activations, Q/DQ where ORT fuses): the cpu
                              flavour's detector on OpenVINO and on ONNX Runtime alike
     quantize.json            resolved config, float layers, metrics
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .ptq import PtqConfig
+from .qat import QatConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ class QuantizeStageConfig:
     val_limit: int | None = 150
     topk: int = 1000
     scale_sharing: str = "merge"  # one scale per Concat/Add/MaxPool/shared input (merge.SHARING)
+    qat: QatConfig | None = None  # fine-tune the calibrated model (fixed scales) on labelled images before export
     seed: int = 0
 
     def __post_init__(self):
@@ -87,6 +90,10 @@ def run_quantize(checkpoint: Path, calib_source: Path, out_dir: Path, cfg: Quant
     report["float_layers"] = float_layers
     if cfg.scale_sharing == "merge":  # after the float layers: only quantized members set the group's amax
         report["scale_groups"] = len(merge_scales(quant, input_hw))
+    if cfg.qat is not None:  # every amax stays as calibrated and merged; weights and biases learn
+        from .qat import train_qat
+
+        report["qat_history"] = train_qat(quant, model, cfg.qat, input_hw, progress)
     fp32_path = export_onnx(model, out_dir / "detector_fp32.onnx", input_hw, topk=cfg.topk)
     qdq_path = export_onnx(quant, out_dir / "detector_qdq.onnx", input_hw, topk=cfg.topk)
     uint8_activations(qdq_path, out_dir / "detector_qdq_u8.onnx")

@@ -1,13 +1,14 @@
 """``make bench-serving``: the served ensemble against the same work done in-process, in one run.
 
 For each CPU detector runtime (OpenVINO, ORT), the INT8 repository on that runtime:
-- in-process: DALI letterbox + the same INT8 detector + NMS in one Python process, at batch 1 and at
-  the repository's max batch (the better is what a user without a server gets);
+- in-process: the served letterbox (OpenCV or DALI) + the same INT8 detector + NMS in one Python process, at
+  batch 1 and at the repository's max batch (the better is what a user without a server gets);
 - served: Locust gRPC at each concurrency against the embedded server, with Triton's per-model
   statistics of every step (``triton_stats``): where a request's time goes (queue, tensor hand-over,
   compute, per model) and the batches the dynamic batchers formed; and the CPU each process took per
   request (``cpu_use``): every step's stub, the server, the load generator, the machine.
-Plus DALI vs OpenCV preprocessing, and the FP32 twin served on the default runtime (INT8/FP32).
+Plus DALI vs OpenCV preprocessing, alone and served (the other letterbox on the default runtime), and the
+FP32 twin served on the default runtime (INT8/FP32).
 Targets (issue 15): server / in-process >= 0.8 at c=4 and >= 0.9 at the best concurrency; no failures.
 The server and its load generator share this machine's cores, as on a one-box deployment.
 """
@@ -55,14 +56,16 @@ def preprocess_rates(input_hw, encoded: list[bytes], batch: int, seconds: float)
             for kind in PREPROCESSORS}
 
 
-def in_process_rates(detector_onnx: Path, runtime: str, input_hw, encoded: list[bytes], batch: int,
+def in_process_rates(detector_onnx: Path, runtime: str, preprocess: str, input_hw, encoded: list[bytes], batch: int,
                      seconds: float) -> dict:
-    """img/s of the whole in-process pipeline (DALI letterbox, ``runtime`` detector, NMS) at batch 1 and max."""
+    """img/s of the whole in-process pipeline (``preprocess`` letterbox, ``runtime`` detector, NMS) at batch 1 and
+    max."""
     from ..pipeline import InProcessPipeline
 
     rates, cpu_ms = {}, {}
     for size in sorted({1, batch}):
-        pipeline = InProcessPipeline(detector_onnx, input_hw, max_batch_size=size, preprocess="dali", runtime=runtime)
+        pipeline = InProcessPipeline(detector_onnx, input_hw, max_batch_size=size, preprocess=preprocess,
+                                     runtime=runtime)
         rate, cpu_ms[size] = _measured(pipeline, encoded, size, seconds)
         rates[f"batch_{size}"] = round(rate, 1)
     rates["best"] = max(rates.values())
@@ -96,28 +99,30 @@ def repository_settings(manifest: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in manifest["config"].items() if k != "flavour"}
 
 
-def runtime_twin(repository: Path, manifest: dict, runtime: str, out: Path, checkpoint: Path | None = None) -> Path:
-    """The INT8 repository served on ``runtime``: ``repository`` itself, or one built beside ``out`` from
-    the detector graph its manifest records (both runtimes serve one file; same configs)."""
+def twin(repository: Path, manifest: dict, out: Path, checkpoint: Path | None = None, **changes) -> Path:
+    """The INT8 repository with ``changes`` to its config (e.g. ``detector_runtime``): ``repository`` itself when
+    they change nothing, else one built under ``out`` from the detector graph its manifest records (both
+    runtimes serve one file)."""
     from ..build_repo import build_repository
 
     config = repository_settings(manifest)
-    if config["detector_runtime"] == runtime:
+    if all(config.get(k) == v for k, v in changes.items()):
         return Path(repository)
     graph = Path(manifest["detector"])
     if not graph.is_file():
         raise ConfigError(f"{graph} is missing: rebuild {repository} with `make build-repo` (it runs the quantize "
                           "stage, which writes the served graph)")
-    twin = out / f"repo_{runtime}" / "cpu"
-    build_repository(checkpoint or Path(manifest["checkpoint"]["path"]), twin, "cpu", detector_onnx=graph,
-                     **{**config, "detector_runtime": runtime})
-    return twin
+    built = out / ("repo_" + "_".join(str(v) for v in changes.values())) / "cpu"
+    build_repository(checkpoint or Path(manifest["checkpoint"]["path"]), built, "cpu", detector_onnx=graph,
+                     **{**config, **changes})
+    return built
 
 
 def bench_serving(int8_repository: Path, out_dir: Path, checkpoint: Path | None = None, images: int = 32,
                   users=(1, 2, 4, 8, 16, 32), step_seconds: float = 8.0, seconds: float = 8.0) -> dict:
     from ..build_repo import build_repository, read_manifest
     from ..demo import sample_images
+    from ..pipeline import PREPROCESSORS
     from ..runtime import RUNTIMES
 
     out = Path(out_dir)
@@ -126,25 +131,31 @@ def bench_serving(int8_repository: Path, out_dir: Path, checkpoint: Path | None 
     manifest = read_manifest(int8_repository)
     config = repository_settings(manifest)
     input_hw, batch = config["input_hw"], config["max_batch_size"]
-    repos = {f"int8 {runtime}": (runtime_twin(int8_repository, manifest, runtime, out, checkpoint), runtime)
-             for runtime in RUNTIMES}
+    default_runtime, preprocess = config["detector_runtime"], config["cpu_preprocess"]
+    repos = {f"int8 {runtime}": (twin(int8_repository, manifest, out, checkpoint, detector_runtime=runtime),
+                                 runtime, preprocess) for runtime in RUNTIMES}
+    # the other letterbox on the default runtime: what the cpu flavour's preprocess choice buys when served
+    other = next(kind for kind in PREPROCESSORS if kind != preprocess)
+    repos[f"int8 {default_runtime}, {other} preprocess"] = (
+        twin(int8_repository, manifest, out, checkpoint, cpu_preprocess=other), default_runtime, other)
     # the FP32 export of the same checkpoint on the default runtime: what INT8 buys inside the server
     fp32 = out / "repo_fp32" / "cpu"
     build_repository(checkpoint or Path(manifest["checkpoint"]["path"]), fp32, "cpu", **config)
-    repos["fp32"] = (fp32, config["detector_runtime"])
+    repos["fp32"] = (fp32, default_runtime, preprocess)
     report: dict = {"input_hw": list(input_hw), "images": len(encoded), "batch": batch, "users": list(users),
                     "machine_cores": os.cpu_count(),
                     "preprocess": preprocess_rates(input_hw, encoded, batch, seconds), "runs": {}}
-    for label, (repo, runtime) in repos.items():
+    for label, (repo, runtime, letterbox) in repos.items():
         detector = repo / c.DETECTOR_MODEL / "1" / "model.onnx"
-        in_process = in_process_rates(detector, runtime, input_hw, encoded, batch, seconds)
+        in_process = in_process_rates(detector, runtime, letterbox, input_hw, encoded, batch, seconds)
         steps = served_steps(repo, out / f"served_{label.replace(' ', '_')}", image_dir, users, step_seconds)
         for step in steps:
             step["vs_in_process"] = round(step["rps"] / in_process["best"], 3)
             # the server's own efficiency: in-process CPU per image over the server's CPU per request
             server_ms = step["cpu_ms"].get("server")
             step["cpu_efficiency"] = round(in_process["best_cpu_ms"] / server_ms, 3) if server_ms else None
-        report["runs"][label] = {"runtime": runtime, "in_process": in_process, "served": steps}
+        report["runs"][label] = {"runtime": runtime, "preprocess": letterbox, "in_process": in_process,
+                                 "served": steps}
     report["ratios"] = ratios(report)
     _write(report, out)
     return report
@@ -185,7 +196,7 @@ def markdown(report: dict) -> str:
     pre, r = report["preprocess"], report["ratios"]
     lines = [f"# Serving benchmark ({h}x{w}, {report['images']} synthetic JPEGs of mixed sizes, one run)", "",
              f"Preprocessing alone (batch {report['batch']}): DALI CPU {pre['dali']:.1f} img/s, OpenCV decode + "
-             f"letterbox {pre['plain']:.1f} img/s ({pre['dali'] / pre['plain']:.2f}x).", "",
+             f"letterbox {pre['opencv']:.1f} img/s ({pre['dali'] / pre['opencv']:.2f}x).", "",
              "| detector | in-process b1 img/s | in-process b" + str(report["batch"]) + " img/s | served best req/s (c) "
              "| served / in-process at c=4 | at best |", "|---|---|---|---|---|---|"]
     for label, run in report["runs"].items():

@@ -1,8 +1,9 @@
 """Triton Python backend: encoded image bytes -> letterboxed network input + letterbox geometry.
 
-``executor`` parameter: ``dali_cpu`` runs the DALI pipeline in-process on CPU (embedded server);
-``bls`` sends the whole dynamic batch to the DALI backend model named by ``dali_model`` in one
-request (GPU flavour) and passes its outputs on by DLPack where DALI left them, so GPU images go
+``executor`` parameter: ``opencv`` decodes and letterboxes with OpenCV image by image (the cpu
+flavour's default: no per-batch cost, the same code as offline evaluation); ``dali`` runs the GPU
+flavour's DALI pipeline in-process on CPU; ``bls`` sends the whole dynamic batch to the DALI backend
+model named by ``dali_model`` in one request (GPU flavour) and passes its outputs on by DLPack where DALI left them, so GPU images go
 from DALI to TensorRT without a host round trip. Either way a batch with an undecodable image is
 re-run image by image, so only that image's request fails.
 """
@@ -94,13 +95,13 @@ class BlsLetterbox:
                 for result in (self._infer([e]) for e in encoded)]
 
 
-class CpuDaliLetterbox:
-    """The same pipeline in-process on CPU; results shaped like ``BlsLetterbox``'s."""
+class InProcessLetterbox:
+    """A letterbox of ``yolov6_build.pipeline`` ('dali' on CPU or 'opencv'); results shaped like ``BlsLetterbox``'s."""
 
-    def __init__(self, input_hw, max_batch_size: int, num_threads: int):
-        from yolov6_build.dali.pipeline import CpuLetterbox
+    def __init__(self, kind: str, input_hw, max_batch_size: int, dali_threads: int):
+        from yolov6_build.pipeline import make_preprocessor
 
-        self._letterbox = CpuLetterbox(input_hw, max_batch_size, num_threads)
+        self._letterbox = make_preprocessor(kind, input_hw, max_batch_size, dali_threads)
 
     def __call__(self, encoded: list[np.ndarray]):
         return [r if isinstance(r, Exception) else (r[0][None], r[1][None]) for r in self._letterbox(encoded)]
@@ -109,12 +110,13 @@ class CpuDaliLetterbox:
 class TritonPythonModel:
     def initialize(self, args):
         params = config_parameters(args)
-        if params.get("executor", "dali_cpu") == "bls":
+        executor = params.get("executor", "opencv")
+        if executor == "bls":
             self.letterbox = BlsLetterbox(params["dali_model"])
         else:
             input_hw = (int(params["input_height"]), int(params["input_width"]))
-            self.letterbox = CpuDaliLetterbox(input_hw, int(params.get("dali_batch_size", 8)),
-                                              int(params.get("dali_threads", 2)))
+            self.letterbox = InProcessLetterbox(executor, input_hw, int(params.get("dali_batch_size", 8)),
+                                                int(params.get("dali_threads", 2)))
 
     def execute(self, requests):
         per_request, flat = [], []
