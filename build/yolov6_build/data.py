@@ -64,10 +64,13 @@ class CocoDataset:
 def decode_rgb(encoded: bytes) -> np.ndarray:
     """The one offline image decoder: uint8 HWC RGB, grayscale expanded to 3 channels, EXIF orientation
     applied as the served DALI decoder applies it (tested pixel for pixel). Calibration, evaluation,
-    the plain pipeline and annotation all decode with it. ValueError for bytes that are no image."""
+    the cpu flavour's OpenCV letterbox and annotation all decode with it. ValueError for bytes that are no image."""
     import cv2
 
-    image = cv2.imdecode(np.frombuffer(encoded, dtype=np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(encoded, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # e.g. a header whose sizes OpenCV refuses
+        raise ValueError(f"cannot decode image: {str(exc).strip().splitlines()[-1][:200]}") from None
     if image is None:
         raise ValueError("cannot decode image: not a decodable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -9,6 +9,9 @@ from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 DEMO_SEED = 20260101
+# labelled images the demo fine-tunes with (QAT + CWD) when it serves the bundled demo model: the first
+# images of that model's synthetic training set (seed 0, as `make dataset` writes them)
+DEMO_QAT_IMAGES = 512
 
 
 def sample_images(folder: Path, count: int = 6) -> list[Path]:
@@ -27,10 +30,20 @@ def sample_images(folder: Path, count: int = 6) -> list[Path]:
     return paths
 
 
+def _synthetic_split(out_dir: Path, split: str, count: int) -> Path:
+    """The first ``count`` images of a split of the synthetic dataset (seed 0), written once under ``out_dir``."""
+    from .synthetic import write_split
+
+    if len(list((out_dir / split).glob("*.jpg"))) != count:
+        write_split(out_dir, split, count, seed=0)
+    return out_dir / split
+
+
 def run_demo(checkpoint: Path, repository: Path, out_dir: Path, server, images: Path | None = None,
-             calib: Path | None = None, report=lambda line: None) -> Path:
+             calib: Path | None = None, report=lambda line: None, qat_images: int = 0) -> Path:
     """Build, serve, detect and annotate; ``report(text)`` receives each image's table. Returns the
-    folder of annotated images."""
+    folder of annotated images. ``qat_images`` > 0: QAT + CWD on that many synthetic training images
+    after PTQ (only meaningful for the bundled demo model, which was trained on them)."""
     from yolov6_client.annotate import draw_detections, format_table
     from yolov6_client.cli import expand_inputs
     from yolov6_client.detector import TritonDetector
@@ -39,17 +52,16 @@ def run_demo(checkpoint: Path, repository: Path, out_dir: Path, server, images: 
 
     if not Path(checkpoint).is_file():
         raise ConfigError(f"demo checkpoint not found: {checkpoint}")
-    if calib is None:
-        from .synthetic import write_split
-
-        calib = out_dir / "calib"
-        if not (calib / "calib").is_dir():
-            write_split(calib, "calib", 64, seed=0)
-        calib = calib / "calib"
+    calib = calib or _synthetic_split(out_dir / "calib", "calib", 64)
+    from .quantize.qat import QatConfig
     from .quantize.stage import QuantizeStageConfig
 
-    build_repository(checkpoint, repository, "cpu", calib=calib, quantize_config=QuantizeStageConfig(calib_images=64),
-                     quantize_dir=out_dir / "quantize")
+    qat = None
+    if qat_images:
+        _synthetic_split(out_dir / "qat", "train", qat_images)
+        qat = QatConfig(str(out_dir / "qat" / "annotations" / "instances_train.json"))
+    build_repository(checkpoint, repository, "cpu", calib=calib,
+                     quantize_config=QuantizeStageConfig(calib_images=64, qat=qat), quantize_dir=out_dir / "quantize")
     paths = expand_inputs([str(images)]) if images else sample_images(out_dir / "inputs")
     if not paths:
         raise ConfigError(f"no images found in {images}")

@@ -77,3 +77,51 @@ def test_a_few_qat_steps_lower_the_combined_loss_with_scales_kept(qat_setup):
     for name, quantizer in quantizers(student):
         if name in amax_before:
             np.testing.assert_array_equal(quantizer.amax, amax_before[name])  # tied scales stay tied
+
+
+def test_quantize_stage_with_qat_keeps_every_scale_and_tunes_the_weights(checkpoint, quantized, tmp_path):
+    """build-repo --qat: the stage's Q/DQ graph carries the PTQ stage's scales (same calibration) and
+    fine-tuned weights."""
+    import onnx
+    from onnx import numpy_helper
+
+    from yolov6_build.quantize.qat import QatConfig
+    from yolov6_build.quantize.stage import QuantizeStageConfig, run_quantize
+    from yolov6_build.synthetic import write_split
+
+    labelled = write_split(tmp_path / "data", "train", 8, seed=3)
+    calib = quantized.parent / "data" / "calib"  # the `quantized` fixture's calibration images
+    cfg = QuantizeStageConfig(calib_images=32, qat=QatConfig(str(labelled), iterations=2, batch_size=4))
+    report = run_quantize(checkpoint, calib, tmp_path / "graphs", cfg, progress=False)
+    assert [h["iteration"] for h in report["qat_history"]][-1] == 2
+
+    def tensors(path):
+        """({quantizer: scale}, {weight name: weights}); the exporter writes scales as Constant nodes."""
+        graph = onnx.load(str(path)).graph
+        constants = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"}
+        scales = {n.name: constants[n.input[1]] for n in graph.node if n.op_type == "QuantizeLinear"}
+        return scales, {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith(".weight")}
+
+    ptq_scales, ptq_weights = tensors(quantized / "detector_qdq.onnx")
+    qat_scales, qat_weights = tensors(tmp_path / "graphs" / "detector_qdq.onnx")
+    assert ptq_scales.keys() == qat_scales.keys() and len(ptq_scales) > 50
+    assert all(np.array_equal(ptq_scales[k], qat_scales[k]) for k in ptq_scales)
+    assert ptq_weights.keys() == qat_weights.keys()
+    assert any(not np.array_equal(ptq_weights[k], qat_weights[k]) for k in ptq_weights)
+
+
+def test_qat_refuses_images_labelled_with_other_classes(qat_setup, tmp_path):
+    import json
+
+    from yolov6_build.errors import ConfigError
+    from yolov6_build.quantize.qat import QatConfig, train_qat
+    from yolov6_build.synthetic import write_split
+
+    teacher, student, _ = qat_setup
+    labelled = write_split(tmp_path, "train", 2, seed=3)
+    data = json.loads(labelled.read_text())
+    data["categories"] = data["categories"][:3]
+    data["annotations"] = [a for a in data["annotations"] if a["category_id"] in {c["id"] for c in data["categories"]}]
+    labelled.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="labelled with the model's classes"):
+        train_qat(copy.deepcopy(student), teacher, QatConfig(str(labelled), iterations=1), (320, 320), progress=False)

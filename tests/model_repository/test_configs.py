@@ -62,6 +62,16 @@ def test_invalid_options_are_rejected():
         replace(demo_config("cpu"), input_hw=(300, 320))
     with pytest.raises(ConfigError, match="flavour"):
         replace(demo_config("cpu"), flavour="tpu")
+    with pytest.raises(ConfigError, match="cpu_preprocess"):
+        replace(demo_config("cpu"), cpu_preprocess="pillow")
+
+
+def test_cpu_preprocess_choice_reaches_the_preprocess_model():
+    """opencv (the default) needs no DALI settings; dali carries the pipeline's batch and threads."""
+    params = {kind: parse_repository(replace(demo_config("cpu"), cpu_preprocess=kind))[c.PREPROCESS_MODEL].parameters
+              for kind in ("opencv", "dali")}
+    assert params["opencv"]["executor"].string_value == "opencv" and "dali_threads" not in params["opencv"]
+    assert params["dali"]["executor"].string_value == "dali" and params["dali"]["dali_batch_size"].string_value == "8"
 
 
 @pytest.mark.parametrize("flavour", ["cpu", "gpu"])

@@ -32,13 +32,19 @@ def gpu_standin_server(checkpoint, repository, tmp_path_factory, launch_server):
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_gpu_flavour_detects_as_the_cpu_flavour(gpu_standin_server, server, images, protocol):
-    def detect_all(triton):
-        url = triton.grpc_url if protocol == "grpc" else triton.http_url
-        with TritonDetector(url, protocol) as detector:
-            return [detector.detect(path, conf_threshold=LOW_CONF) for path in images]
+def test_gpu_flavour_detects_as_its_pipeline_in_process(gpu_standin_server, repository, images, protocol):
+    """The DALI letterbox, the cpu repository's detector (what the stand-in serves) and NMS, in-process.
+    (The cpu flavour itself letterboxes with OpenCV, one grey level apart from DALI.)"""
+    from tests.conftest import served_settings
+    from yolov6_build.pipeline import InProcessPipeline
 
-    for got, want in zip(detect_all(gpu_standin_server), detect_all(server)):
+    pipeline = InProcessPipeline(repository / c.DETECTOR_MODEL / "1" / "model.onnx", (320, 320),
+                                 conf_threshold=LOW_CONF, preprocess="dali",
+                                 runtime=served_settings(repository)["detector_runtime"])
+    url = gpu_standin_server.grpc_url if protocol == "grpc" else gpu_standin_server.http_url
+    with TritonDetector(url, protocol) as detector:
+        served = [detector.detect(path, conf_threshold=LOW_CONF) for path in images]
+    for got, want in zip(served, pipeline([p.read_bytes() for p in images])):
         assert len(got) == len(want) > 0
         np.testing.assert_array_equal(got.class_ids, want.class_ids)
         np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)

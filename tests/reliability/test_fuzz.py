@@ -1,5 +1,5 @@
-"""Fuzz the preprocessing (header checks + DALI CPU letterbox) with random and mutated image bytes
-for a bounded time: every input gets an image or a ValueError, never a crash or a hang."""
+"""Fuzz the preprocessing (header checks + each CPU letterbox: OpenCV and DALI) with random and mutated
+image bytes for a bounded time: every input gets an image or a ValueError, never a crash or a hang."""
 
 import io
 import os
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from yolov6_build.dali.pipeline import CpuLetterbox
 from yolov6_build.inputs import check_encoded_image
+from yolov6_build.pipeline import PREPROCESSORS, make_preprocessor
 
 FUZZ_SECONDS = 12
 MAX_INPUTS = 600
@@ -56,12 +56,13 @@ def _fuzz_seed() -> int:
     return time.time_ns() % 2**32 if value == "random" else int(value)
 
 
-def test_preprocessing_survives_random_and_mutated_bytes(images):
+@pytest.mark.parametrize("kind", PREPROCESSORS)
+def test_preprocessing_survives_random_and_mutated_bytes(images, kind):
     seed = _fuzz_seed()
     rng = np.random.default_rng(seed)
     seed = f"replay with FUZZ_SEED={seed}"
     seeds = _seeds(images)
-    letterbox = CpuLetterbox(INPUT_HW, max_batch_size=4)
+    letterbox = make_preprocessor(kind, INPUT_HW, max_batch_size=4)
     deadline, tried, decoded = time.monotonic() + FUZZ_SECONDS, 0, 0
     while time.monotonic() < deadline and tried < MAX_INPUTS:  # the same inputs on any machine fast enough
         batch = [_mutate(seeds[int(rng.integers(0, len(seeds)))], rng) for _ in range(4)]

@@ -145,6 +145,15 @@ def add_eval(sub) -> None:
     p.set_defaults(func=run_eval)
 
 
+def _static_input_hw(onnx_path: Path) -> tuple[int, int] | None:
+    """(H, W) of an ONNX graph's image input when the graph fixes them, else None."""
+    import onnx
+
+    dims = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    height, width = (d.dim_value for d in dims[2:4])
+    return (height, width) if height and width else None
+
+
 def run_eval(args) -> int:
     from ..data import CocoDataset
     from ..evaluate import EvalSettings, detector_runner, evaluate, torch_runner, write_result
@@ -152,7 +161,7 @@ def run_eval(args) -> int:
     dataset = CocoDataset(args.annotations, args.images)
     if args.model.suffix == ".onnx":
         runner = detector_runner(args.model, args.runtime)
-        input_hw = args.img_size or DEFAULT_INPUT_HW
+        input_hw = args.img_size or _static_input_hw(args.model) or DEFAULT_INPUT_HW
     else:
         from ..model.checkpoint import load_checkpoint
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..contract import DETECTOR_MODEL
+from ..demo import DEMO_QAT_IMAGES
 from ..errors import BuildError, ConfigError
 from ..repository import FLAVOURS, QUEUE_DELAY_US, RepositoryConfig
 from ..pipeline import PREPROCESSORS
@@ -123,6 +124,9 @@ def add_demo(sub) -> None:
     p.add_argument("--calib", type=Path, default=None,
                    help="calibration images for INT8 (default: 64 generated synthetic calibration images)")
     p.add_argument("--out-dir", type=Path, default=Path("artifacts/demo"), help="where annotated images go")
+    p.add_argument("--qat-images", type=int, default=None, metavar="N",
+                   help=f"QAT + CWD after PTQ on N synthetic training images (default {DEMO_QAT_IMAGES} for the "
+                        "bundled demo model, which was trained on them; 0 for any other checkpoint: PTQ only)")
     add_server_options(p)
     p.set_defaults(func=run_demo)
 
@@ -130,8 +134,11 @@ def add_demo(sub) -> None:
 def run_demo(args) -> int:
     from ..demo import run_demo as demo
 
+    qat_images = args.qat_images
+    if qat_images is None:
+        qat_images = DEMO_QAT_IMAGES if args.checkpoint.resolve() == DEMO_CHECKPOINT.resolve() else 0
     annotated = demo(args.checkpoint, args.repository, args.out_dir, server_from_args(args), args.images, args.calib,
-                     report=print)
+                     report=print, qat_images=qat_images)
     print(f"annotated images: {annotated}")
     return 0
 
