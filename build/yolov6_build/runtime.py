@@ -100,6 +100,10 @@ class OrtDetector(_Detector):
         options = ort.SessionOptions()
         options.intra_op_num_threads = _threads(threads)
         options.inter_op_num_threads = 1
+        # Idle pool threads sleep instead of spinning: served, the detector shares the cores with the
+        # other steps' stubs, and spinning took their CPU (bench-serving, c=4: 13.7 -> 9.2 detector CPU
+        # ms per request, +14% req/s; in-process no slower)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only: its fusions leave Q/DQ scale constants unused, one warning each
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.raw = c.CANDIDATE_BOXES not in {o.name for o in self.session.get_outputs()}

@@ -102,6 +102,12 @@ def test_unknown_runtime_is_refused(quantized):
         load_detector(quantized / "detector_fp32.onnx", "tensorflow")
 
 
+def test_ort_pool_threads_sleep_when_idle(quantized):
+    """Served, spinning pool threads take the cores the other steps' stubs need (README, bench-serving)."""
+    options = OrtDetector(quantized / "detector_fp32.onnx").session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_detector_outputs_are_the_contract_candidates(quantized, letterboxed):
     boxes, scores, classes = OpenVinoDetector(quantized / "detector_qdq.onnx")(letterboxed[:1])
     k = min(c.DEFAULT_TOPK, sum((320 // s) ** 2 for s in (8, 16, 32)))
