@@ -262,6 +262,9 @@ def add_bench_int8(sub) -> None:
     p.add_argument("--demo-checkpoint", type=Path, default=DEMO_CHECKPOINT,
                    help="also measure this model at its own size, with mAP beside each speed")
     p.add_argument("--no-demo", action="store_true", help="random-weight speed rows only")
+    p.add_argument("--demo-repository", type=Path,
+                   help="a cpu repository built from the demo checkpoint (make build-repo: PTQ + QAT): measure "
+                        "the graphs it serves as the bundle's (default: a fresh PTQ of the checkpoint)")
     p.add_argument("--annotations", type=Path, default=VAL_ANNOTATIONS)
     p.add_argument("--calib", type=Path, default=CALIB_DIR)
     p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/bench_int8"))
@@ -273,7 +276,7 @@ def run_bench_int8(args) -> int:
 
     demo = None if args.no_demo else args.demo_checkpoint
     bench_int8(args.output, tuple(args.sizes), args.img_size, tuple(args.batches), args.seconds, demo,
-               args.annotations, args.calib)
+               args.annotations, args.calib, demo_repository=args.demo_repository)
     print((Path(args.output) / "bench_int8.md").read_text())
     return 0
 

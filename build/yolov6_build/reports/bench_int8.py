@@ -11,7 +11,9 @@ Paths (same weights for all; upstream-format graphs have raw outputs, decoded on
     bundle_ort       the same file in ONNX Runtime: the ``--runtime ort`` choice
     qdq_openvino     the Q/DQ graph as TensorRT gets it (int8 activations), in OpenVINO
 Speed rows use random weights (speed does not depend on them) at n and s, 640; the demo model at
-320 adds mAP beside each speed. Ratios are taken within one run: these machines are noisy.
+320 adds mAP beside each speed. With ``demo_repository`` (``make bench-int8``: the one ``make
+build-repo`` built, PTQ + QAT), the demo rows measure that repository's own graphs as the bundle's,
+the ones it serves, instead of a fresh PTQ. Ratios are taken within one run: these machines are noisy.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def ratios(speeds: dict) -> dict:
 
 def bench_int8(out_dir: Path, sizes=("n", "s"), hw=(640, 640), batches=(1, 8), seconds: float = 6.0,
                demo_checkpoint: Path | None = None, val_annotations: Path | None = None,
-               calib_dir: Path | None = None, threads: int = 0) -> dict:
+               calib_dir: Path | None = None, threads: int = 0, demo_repository: Path | None = None) -> dict:
     import torch
 
     from ..model.yolo import ModelSpec, build_model, fuse_for_deploy
@@ -141,7 +143,7 @@ def bench_int8(out_dir: Path, sizes=("n", "s"), hw=(640, 640), batches=(1, 8), s
         profiled[f"{size} (random) {hw[0]}, batch 1"] = profiles(graphs, hw, 1, threads)
     if demo_checkpoint:
         demo_rows, accuracy = _demo(demo_checkpoint, val_annotations, calib_dir, out / "demo", batches, seconds,
-                                    threads)
+                                    threads, demo_repository)
         rows += demo_rows
     report = {"rows": rows, "map50_95": accuracy, "paths": list(PATHS), "served": SERVED, "profiles": profiled}
     out.mkdir(parents=True, exist_ok=True)
@@ -150,7 +152,25 @@ def bench_int8(out_dir: Path, sizes=("n", "s"), hw=(640, 640), batches=(1, 8), s
     return report
 
 
-def _demo(checkpoint: Path, annotations: Path, calib_dir: Path, out: Path, batches, seconds: float, threads: int):
+def served_graphs(repository: Path, checkpoint: Path) -> dict:
+    """The bundle's paths as ``repository`` serves them: its CPU graph and the Q/DQ graph it came from."""
+    from ..build_repo import read_manifest
+    from ..errors import ConfigError
+
+    manifest = read_manifest(repository)
+    if Path(manifest["checkpoint"]["path"]).resolve() != Path(checkpoint).resolve():
+        raise ConfigError(f"{repository} serves {manifest['checkpoint']['path']}, not {checkpoint}: rebuild it "
+                          "with `make build-repo` or leave --demo-repository out")
+    served = Path(manifest["detector"])
+    qdq = served.with_name(served.name.replace("_u8", ""))
+    for graph in (served, qdq):
+        if not graph.is_file():
+            raise ConfigError(f"{graph} is missing: rebuild {repository} with `make build-repo`")
+    return {"bundle_openvino": ("openvino", served), "bundle_ort": ("ort", served), "qdq_openvino": ("openvino", qdq)}
+
+
+def _demo(checkpoint: Path, annotations: Path, calib_dir: Path, out: Path, batches, seconds: float, threads: int,
+          repository: Path | None = None):
     from ..data import CocoDataset
     from ..evaluate import EvalSettings, evaluate
     from ..model.checkpoint import load_deploy_model
@@ -159,7 +179,10 @@ def _demo(checkpoint: Path, annotations: Path, calib_dir: Path, out: Path, batch
     model, info = load_deploy_model(checkpoint)
     hw = tuple(info.input_hw)
     calib = load_batches(calib_dir, hw, 128, 16, 0, False)
-    detectors = load_paths(build_graphs(model, _quantized_twin(model, calib, hw), out, hw, calib), threads)
+    graphs = build_graphs(model, _quantized_twin(model, calib, hw), out, hw, calib)
+    if repository is not None:
+        graphs.update(served_graphs(repository, checkpoint))
+    detectors = load_paths(graphs, threads)
     dataset = CocoDataset(annotations)
     accuracy = {name: round(evaluate(d, dataset, hw, EvalSettings(), progress=False)["map50_95"], 4)
                 for name, d in detectors.items()}
