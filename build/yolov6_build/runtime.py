@@ -58,12 +58,13 @@ class OpenVinoDetector(_Detector):
     handling grows with the node count. ``compile_batches`` compiles sizes ahead (the server's warm-up).
     """
 
-    def __init__(self, path_or_model, threads: int = 0):
+    def __init__(self, path_or_model, threads: int = 0, profiled: bool = False):
         ov = require("openvino")
         self._core = ov.Core()
         self._model = self._core.read_model(str(path_or_model)) if isinstance(path_or_model, (str, Path)) \
             else path_or_model
-        self._config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": _threads(threads)}
+        self._config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": _threads(threads),
+                        "PERF_COUNT": profiled}
         names = {name for port in self._model.outputs for name in port.get_names()}
         self.raw = c.CANDIDATE_BOXES not in names
         self._by_batch: dict[int, tuple] = {}
@@ -95,9 +96,16 @@ class OpenVinoDetector(_Detector):
 
 
 class OrtDetector(_Detector):
-    def __init__(self, path: str | Path, threads: int = 0):
+    """ONNX Runtime CPU. ``as_written``: no graph optimizations, so every QuantizeLinear/DequantizeLinear
+    runs as its own float op: a Q/DQ graph's fake-quant numerics (what modelopt computes, up to values
+    that land on a rounding edge), not ORT's integer kernels. For checking a graph's accuracy against its
+    quantization, not for serving."""
+
+    def __init__(self, path: str | Path, threads: int = 0, as_written: bool = False):
         ort = require("onnxruntime")
         options = ort.SessionOptions()
+        if as_written:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.intra_op_num_threads = _threads(threads)
         options.inter_op_num_threads = 1
         # Idle pool threads sleep instead of spinning: served, the detector shares the cores with the

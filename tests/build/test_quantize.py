@@ -152,3 +152,29 @@ def test_mse_amax_clips_outliers_but_not_uniform_data():
     hist, edges = np.histogram(heavy, bins=2048, range=(0, heavy.max()))
     amax = mse_amax(hist, edges)
     assert edges[129] < amax < 0.9 * heavy.max()  # clips the tail, yet not the degenerate smallest range
+
+
+
+def test_qdq_graph_run_as_written_is_the_fake_quant_model(checkpoint, tmp_path):
+    """`eval --qdq-as-written` compares a served graph with its quantization: ORT without graph optimizations
+    computes what modelopt's fake-quant model computes (up to rounding-edge flips), closer than ORT's integer
+    kernels do."""
+    from yolov6_build.model.checkpoint import load_deploy_model
+    from yolov6_build.quantize.calibration import load_batches
+    from yolov6_build.runtime import OrtDetector
+    from yolov6_build.synthetic import write_split
+
+    model, info = load_deploy_model(checkpoint)
+    hw = tuple(info.input_hw)
+    images = load_batches(write_split(tmp_path / "data", "calib", 8, seed=5), hw, 8, 4, progress=False)
+    quant = quantize_ptq(model, images, PtqConfig("max"), progress=False)
+    path = export_onnx(quant, tmp_path / "qdq_raw.onnx", hw)  # raw outputs: every anchor, no top-k
+    with torch.no_grad():
+        expected = quant(torch.from_numpy(images[0])).numpy()
+    as_written = OrtDetector(path, as_written=True).infer(images[0])[0]
+    integer_kernels = OrtDetector(path).infer(images[0])[0]
+    error = np.abs(as_written - expected)
+    # Float convs accumulate in another order than PyTorch's, so a value landing on a rounding edge can
+    # quantize one step apart: a few outputs differ a little (boxes by a pixel). Most are identical.
+    assert np.median(error) < 1e-3
+    assert error.mean() < 0.75 * np.abs(integer_kernels - expected).mean()

@@ -136,6 +136,9 @@ def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="COCO mAP of a checkpoint (PyTorch) or an ONNX graph (OpenVINO or ONNX Runtime)")
     p.add_argument("model", type=Path, help=".pt checkpoint or .onnx graph")
     p.add_argument("--runtime", choices=RUNTIMES, default="ort", help=".onnx: the CPU runtime that runs it (default ort)")
+    p.add_argument("--qdq-as-written", action="store_true",
+                   help=".onnx: run every Q/DQ node as written, in float (ORT, no graph optimizations): the "
+                        "graph's fake-quant numerics, to compare a served INT8 graph with its own quantization")
     p.add_argument("--annotations", type=Path, default=VAL_ANNOTATIONS)
     p.add_argument("--images", type=Path, default=None, help="image folder (default: next to the annotations)")
     p.add_argument("--img-size", type=image_size, default=None, help="network input (default: the checkpoint's)")
@@ -160,7 +163,12 @@ def run_eval(args) -> int:
 
     dataset = CocoDataset(args.annotations, args.images)
     if args.model.suffix == ".onnx":
-        runner = detector_runner(args.model, args.runtime)
+        if args.qdq_as_written:
+            from ..runtime import OrtDetector
+
+            runner = OrtDetector(args.model, as_written=True)
+        else:
+            runner = detector_runner(args.model, args.runtime)
         input_hw = args.img_size or _static_input_hw(args.model) or DEFAULT_INPUT_HW
     else:
         from ..model.checkpoint import load_checkpoint
