@@ -99,13 +99,17 @@ class OrtDetector(_Detector):
     """ONNX Runtime CPU. ``as_written``: no graph optimizations, so every QuantizeLinear/DequantizeLinear
     runs as its own float op: a Q/DQ graph's fake-quant numerics (what modelopt computes, up to values
     that land on a rounding edge), not ORT's integer kernels. For checking a graph's accuracy against its
-    quantization, not for serving."""
+    quantization, not for serving. ``profile_prefix``: ORT's own trace of every kernel (``profile_cpu``)."""
 
-    def __init__(self, path: str | Path, threads: int = 0, as_written: bool = False):
+    def __init__(self, path: str | Path, threads: int = 0, as_written: bool = False,
+                 profile_prefix: str | None = None):
         ort = require("onnxruntime")
         options = ort.SessionOptions()
         if as_written:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if profile_prefix:  # a JSON trace of every kernel, written by ``session.end_profiling()``
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
         options.intra_op_num_threads = _threads(threads)
         options.inter_op_num_threads = 1
         # Idle pool threads sleep instead of spinning: served, the detector shares the cores with the

@@ -182,3 +182,13 @@ def test_the_quantized_stem_reads_every_pixel_level_exactly(model_n, tmp_path):
     assert constants[input_q.input[1]] == PIXEL_SCALE and constants[input_q.input[2]] == np.uint8(0)
     pixels = np.arange(256, dtype=np.float32) / 255
     np.testing.assert_array_equal(np.round(pixels / PIXEL_SCALE), np.arange(256))  # one step per grey level
+
+
+def test_profiles_of_both_runtimes_split_the_served_graph_by_op_group(quantized, letterboxed):
+    from yolov6_build.reports.profile_cpu import GROUPS, profile_paths
+
+    graph = quantized / "detector_qdq_u8.onnx"
+    result = profile_paths({"openvino": ("openvino", graph), "ort": ("ort", graph)}, letterboxed[:1], threads=1,
+                           rounds=2, runs=2)
+    assert all(set(groups) <= set(GROUPS) and groups["conv int8"] > 0 for groups in result.values())
+    assert "conv float" not in result["openvino"]  # every conv of the served graph runs in int8 there

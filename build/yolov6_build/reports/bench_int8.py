@@ -85,12 +85,10 @@ def load_paths(graphs: dict, threads: int) -> dict:
 
 
 def profiles(graphs: dict, hw: tuple[int, int], batch: int, threads: int) -> dict[str, dict[str, float]]:
-    """Per path, ms per image by op group from the runtime's own profiler (``profile_cpu``)."""
-    from .profile_cpu import profile_openvino, profile_ort
+    """Per path, ms per image by op group from the runtime's own profiler (``profile_cpu``), interleaved."""
+    from .profile_cpu import profile_paths
 
-    images = np.random.default_rng(0).random((batch, 3, *hw), dtype=np.float32)
-    return {name: (profile_openvino if runtime == "openvino" else profile_ort)(graph, images, threads=threads)
-            for name, (runtime, graph) in graphs.items()}
+    return profile_paths(graphs, np.random.default_rng(0).random((batch, 3, *hw), dtype=np.float32), threads)
 
 
 def _quantized_twin(model, calib, hw):

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..deps import require
 
 GROUPS = ("conv int8", "conv float", "quantize / convert / reorder", "top-k + gather", "elementwise + activations",
           "concat / resize / pool", "other")
@@ -38,48 +37,77 @@ def _group(node_type: str, precision: str) -> str:
     return "other"
 
 
-def profile_openvino(path_or_model, images: np.ndarray, runs: int = 20, threads: int = 0) -> dict[str, float]:
-    """Milliseconds per image per group, OpenVINO CPU plugin compiled as served: ``OpenVinoDetector``'s
-    settings and its static batch shape (the dynamic batch axis compiles differently: on the bundle's
-    graphs it left the stem's output quantizer unfused, 5% of the n model's time)."""
-    from ..runtime import OpenVinoDetector
+class OpenVinoProfile:
+    """OpenVINO CPU plugin compiled as served: ``OpenVinoDetector``'s settings and its static batch shape
+    (the dynamic batch axis compiles differently: on the bundle's graphs it left the stem's output
+    quantizer unfused, 5% of the n model's time). ``run`` adds inferences; ``groups`` sums them."""
 
-    request = OpenVinoDetector(path_or_model, threads, profiled=True).compiled(len(images)).create_infer_request()
-    request.infer({0: images})  # warm-up
-    totals: dict[str, float] = defaultdict(float)
-    for _ in range(runs):
-        request.infer({0: images})
-        for info in request.profiling_info:
-            if info.status != info.Status.EXECUTED:
+    def __init__(self, path_or_model, images: np.ndarray, threads: int = 0):
+        from ..runtime import OpenVinoDetector
+
+        self.images, self.runs = images, 0
+        self.request = OpenVinoDetector(path_or_model, threads, profiled=True).compiled(len(images)) \
+            .create_infer_request()
+        self.request.infer({0: images})  # warm-up
+        self.totals: dict[str, float] = defaultdict(float)
+
+    def run(self, runs: int) -> None:
+        for _ in range(runs):
+            self.request.infer({0: self.images})
+            for info in self.request.profiling_info:
+                if info.status != info.Status.EXECUTED:
+                    continue
+                precision = (re.search(r"_(I8|U8|FP32|BF16|F16|I32)$", info.exec_type) or [None, ""])[1]
+                self.totals[_group(info.node_type, precision)] += info.real_time.total_seconds() * 1e3
+        self.runs += runs
+
+    def groups(self) -> dict[str, float]:
+        """Milliseconds per image per group."""
+        return {g: round(self.totals[g] / self.runs / len(self.images), 3) for g in GROUPS if self.totals[g]}
+
+
+class OrtProfile:
+    """ONNX Runtime CPU with ``OrtDetector``'s settings, timed by its own trace (one event per kernel)."""
+
+    def __init__(self, path: Path, images: np.ndarray, threads: int = 0):
+        from ..runtime import OrtDetector
+
+        self._tmp = tempfile.TemporaryDirectory()
+        self.images, self.runs = images, 0
+        self.session = OrtDetector(path, threads, profile_prefix=str(Path(self._tmp.name) / "ort")).session
+        self.session.run(None, {self.session.get_inputs()[0].name: images})  # warm-up, left out below
+
+    def run(self, runs: int) -> None:
+        for _ in range(runs):
+            self.session.run(None, {self.session.get_inputs()[0].name: self.images})
+        self.runs += runs
+
+    def groups(self) -> dict[str, float]:
+        with self._tmp:
+            trace = json.loads(Path(self.session.end_profiling()).read_text())
+        kernels = [e for e in trace if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+        runs = [e["ts"] for e in trace if e.get("cat") == "Session" and e["name"] == "model_run"]
+        warm_up_end = sorted(runs)[1] if len(runs) > 1 else 0
+        totals: dict[str, float] = defaultdict(float)
+        for event in kernels:
+            if event["ts"] < warm_up_end:
                 continue
-            precision = (re.search(r"_(I8|U8|FP32|BF16|F16|I32)$", info.exec_type) or [None, ""])[1]
-            totals[_group(info.node_type, precision)] += info.real_time.total_seconds() * 1e3
-    return {g: round(totals[g] / runs / len(images), 3) for g in GROUPS if totals[g]}
+            op = event["args"].get("op_name", "")
+            precision = "I8" if op.startswith(("QLinear", "ConvInteger", "MatMulInteger")) else ""
+            totals[_group(op, precision)] += event["dur"] / 1e3
+        return {g: round(totals[g] / self.runs / len(self.images), 3) for g in GROUPS if totals[g]}
 
 
-def profile_ort(path: Path, images: np.ndarray, runs: int = 20, threads: int = 0) -> dict[str, float]:
-    """Milliseconds per image per group, ONNX Runtime CPU with the serving settings."""
-    import os
-
-    ort = require("onnxruntime")
-    with tempfile.TemporaryDirectory() as tmp:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        options.inter_op_num_threads = 1
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "ort")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        for _ in range(runs + 1):
-            session.run(None, {name: images})
-        trace = json.loads(Path(session.end_profiling()).read_text())
-    totals: dict[str, float] = defaultdict(float)
-    kernels = [e for e in trace if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
-    for event in kernels:
-        op = event["args"].get("op_name", "")
-        precision = "I8" if op.startswith(("QLinear", "ConvInteger", "MatMulInteger")) else ""
-        totals[_group(op, precision)] += event["dur"] / 1e3
-    return {g: round(totals[g] / (runs + 1) / len(images), 3) for g in GROUPS if totals[g]}
+def profile_paths(graphs: dict, images: np.ndarray, threads: int = 0, rounds: int = 5,
+                  runs: int = 4) -> dict[str, dict[str, float]]:
+    """{path: ms per image per group} for ``graphs`` ({path: (runtime, graph)}), in ``rounds`` interleaved
+    rounds of ``runs`` inferences each, so that every path sees the same drift of the machine."""
+    profilers = {name: (OpenVinoProfile if runtime == "openvino" else OrtProfile)(graph, images, threads)
+                 for name, (runtime, graph) in graphs.items()}
+    for _ in range(rounds):
+        for profiler in profilers.values():
+            profiler.run(runs)
+    return {name: profiler.groups() for name, profiler in profilers.items()}
 
 
 def profile_table(profiles: dict[str, dict[str, float]]) -> str:
