@@ -60,8 +60,20 @@ def test_restart_under_load_loses_no_request(own_server, images):
     assert time.monotonic() - started < 180
 
 
-def test_graceful_shutdown_finishes_requests_in_flight(own_server, images):
-    payloads = [p.read_bytes() for p in images] * 12
+def _photo_sized_jpeg(width: int = 4000, height: int = 3000) -> bytes:
+    """A 12-megapixel JPEG of smooth gradients (about 0.2 MB, quick to send): decoding and letterboxing it
+    takes about 40 ms here, so 48 of them keep the server busy for about 2 s. The small test images were
+    served so fast that all 48 could finish before SIGTERM, and the test proved nothing."""
+    import cv2
+    import numpy as np
+
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 128)], axis=-1).astype(np.uint8)
+    return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 75])[1].tobytes()
+
+
+def test_graceful_shutdown_finishes_requests_in_flight(own_server):
+    payloads = [_photo_sized_jpeg()] * 48
     barrier = threading.Barrier(len(payloads) + 1)
 
     def send(data):
@@ -77,7 +89,7 @@ def test_graceful_shutdown_finishes_requests_in_flight(own_server, images):
     with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
         futures = [pool.submit(send, data) for data in payloads]
         barrier.wait()
-        time.sleep(0.3)  # every request has reached the server; 48 take it about a second
+        time.sleep(0.5)  # every request has reached the server; 48 take it about 2 s
         stopping = time.monotonic()
         own_server.stop()
         results = [f.result(timeout=60) for f in futures]
