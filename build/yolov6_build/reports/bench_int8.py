@@ -58,22 +58,28 @@ def _nncf_model(fp32_onnx: Path, calib: list[np.ndarray]):
                          ignored_scope=ignored, subset_size=sum(len(b) for b in calib))
 
 
-def build_graphs(model, quant, out: Path, hw: tuple[int, int], calib: list[np.ndarray]) -> dict:
-    """{path: (runtime, graph)} for the FP32 ``model`` (deploy) and its modelopt-quantized twin ``quant``;
-    a graph is an ONNX file, or NNCF's OpenVINO model."""
+def stock_graphs(model, out: Path, hw: tuple[int, int], calib: list[np.ndarray]) -> dict:
+    """{path: (runtime, graph)} of the stock paths from the FP32 ``model`` (deploy): its upstream-format export
+    and that export quantized by NNCF and by ORT; a graph is an ONNX file, or NNCF's OpenVINO model."""
     from ..export.onnx import export_onnx
-    from ..quantize.cpu_qdq import uint8_activations
     from ..quantize.ort_int8 import quantize_static_qdq
 
     out.mkdir(parents=True, exist_ok=True)
     upstream = export_onnx(model, out / "upstream_fp32.onnx", hw)  # raw outputs, as upstream exports
-    bundle_qdq = export_onnx(quant, out / "bundle_qdq.onnx", hw, topk=1000)
-    bundle_cpu = uint8_activations(bundle_qdq, out / "bundle_qdq_u8.onnx")
     return {"openvino_fp32": ("openvino", upstream),
             "nncf_int8": ("openvino", _nncf_model(upstream, calib)),
-            "ort_stock_int8": ("ort", quantize_static_qdq(upstream, out / "upstream_int8_ort_stock.onnx", calib)),
-            "bundle_openvino": ("openvino", bundle_cpu),
-            "bundle_ort": ("ort", bundle_cpu),
+            "ort_stock_int8": ("ort", quantize_static_qdq(upstream, out / "upstream_int8_ort_stock.onnx", calib))}
+
+
+def bundle_graphs(quant, out: Path, hw: tuple[int, int]) -> dict:
+    """{path: (runtime, graph)} of the bundle's paths from the modelopt-quantized model ``quant``."""
+    from ..export.onnx import export_onnx
+    from ..quantize.cpu_qdq import uint8_activations
+
+    out.mkdir(parents=True, exist_ok=True)
+    bundle_qdq = export_onnx(quant, out / "bundle_qdq.onnx", hw, topk=1000)
+    bundle_cpu = uint8_activations(bundle_qdq, out / "bundle_qdq_u8.onnx")
+    return {"bundle_openvino": ("openvino", bundle_cpu), "bundle_ort": ("ort", bundle_cpu),
             "qdq_openvino": ("openvino", bundle_qdq)}
 
 
@@ -136,7 +142,8 @@ def bench_int8(out_dir: Path, sizes=("n", "s"), hw=(640, 640), batches=(1, 8), s
         torch.manual_seed(0)
         model = fuse_for_deploy(build_model(ModelSpec(size, 80)))
         calib = [np.random.default_rng(i).random((4, 3, *hw), dtype=np.float32) for i in range(2)]
-        graphs = build_graphs(model, _quantized_twin(model, calib, hw), out / size, hw, calib)
+        graphs = {**stock_graphs(model, out / size, hw, calib),
+                  **bundle_graphs(_quantized_twin(model, calib, hw), out / size, hw)}
         rows += speed_rows(f"{size} (random) {hw[0]}", load_paths(graphs, threads), hw, batches, seconds)
         profiled[f"{size} (random) {hw[0]}, batch 1"] = profiles(graphs, hw, 1, threads)
     if demo_checkpoint:
@@ -152,7 +159,7 @@ def bench_int8(out_dir: Path, sizes=("n", "s"), hw=(640, 640), batches=(1, 8), s
 
 def served_graphs(repository: Path, checkpoint: Path) -> dict:
     """The bundle's paths as ``repository`` serves them: its CPU graph and the Q/DQ graph it came from."""
-    from ..build_repo import read_manifest
+    from ..build_repo import read_manifest, served_int8_graph
     from ..errors import ConfigError
 
     manifest = read_manifest(repository)
@@ -160,7 +167,7 @@ def served_graphs(repository: Path, checkpoint: Path) -> dict:
         raise ConfigError(f"{repository} serves {manifest['checkpoint']['path']}, not {checkpoint}: rebuild it "
                           "with `make build-repo` or leave --demo-repository out")
     served = Path(manifest["detector"])
-    qdq = served.with_name(served.name.replace("_u8", ""))
+    qdq = served.parent / served_int8_graph("gpu")  # the quantize stage writes both graphs side by side
     for graph in (served, qdq):
         if not graph.is_file():
             raise ConfigError(f"{graph} is missing: rebuild {repository} with `make build-repo`")
@@ -177,10 +184,9 @@ def _demo(checkpoint: Path, annotations: Path, calib_dir: Path, out: Path, batch
     model, info = load_deploy_model(checkpoint)
     hw = tuple(info.input_hw)
     calib = load_batches(calib_dir, hw, 128, 16, 0, False)
-    graphs = build_graphs(model, _quantized_twin(model, calib, hw), out, hw, calib)
-    if repository is not None:
-        graphs.update(served_graphs(repository, checkpoint))
-    detectors = load_paths(graphs, threads)
+    bundle = served_graphs(repository, checkpoint) if repository is not None \
+        else bundle_graphs(_quantized_twin(model, calib, hw), out, hw)
+    detectors = load_paths({**stock_graphs(model, out, hw, calib), **bundle}, threads)
     dataset = CocoDataset(annotations)
     accuracy = {name: round(evaluate(d, dataset, hw, EvalSettings(), progress=False)["map50_95"], 4)
                 for name, d in detectors.items()}

@@ -75,11 +75,12 @@ class OrtProfile:
         self._tmp = tempfile.TemporaryDirectory()
         self.images, self.runs = images, 0
         self.session = OrtDetector(path, threads, profile_prefix=str(Path(self._tmp.name) / "ort")).session
-        self.session.run(None, {self.session.get_inputs()[0].name: images})  # warm-up, left out below
+        self._feed = {self.session.get_inputs()[0].name: images}
+        self.session.run(None, self._feed)  # warm-up, left out below
 
     def run(self, runs: int) -> None:
         for _ in range(runs):
-            self.session.run(None, {self.session.get_inputs()[0].name: self.images})
+            self.session.run(None, self._feed)
         self.runs += runs
 
     def groups(self) -> dict[str, float]:
