@@ -5,7 +5,9 @@ these constants; nothing else spells a tensor name.
 """
 
 # Detector (ONNX / TensorRT plan)
-DETECTOR_INPUT = "images"  # float32 [B, 3, H, W], RGB, /255, letterboxed
+# [B, 3, H, W] RGB letterboxed: float32 / 255 (exported graphs, TensorRT) or uint8 (the CPU form of the
+# INT8 graph, and what the CPU flavour's preprocess step hands its detector: runtime.as_pixels)
+DETECTOR_INPUT = "images"
 DETECTOR_OUTPUT = "outputs"  # float32 [B, N, 5+nc]: cx, cy, w, h, 1, class scores (input pixels)
 
 DEFAULT_INPUT_HW = (640, 640)

@@ -54,8 +54,8 @@ def letterbox_params(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> Letter
     return Letterbox((src_h, src_w), (new_h, new_w), (dst_hw[0] - new_h) // 2, (dst_hw[1] - new_w) // 2)
 
 
-def letterbox_image(image_rgb: np.ndarray, dst_hw: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
-    """Reference letterbox: uint8 HWC RGB -> float32 CHW in [0, 1], bilinear resize, pad 114.
+def letterbox_pixels(image_rgb: np.ndarray, dst_hw: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+    """Reference letterbox: uint8 HWC RGB -> uint8 CHW, bilinear resize, pad 114.
 
     Numpy + OpenCV; the DALI pipelines implement the same geometry and are tested against this.
     """
@@ -67,7 +67,13 @@ def letterbox_image(image_rgb: np.ndarray, dst_hw: tuple[int, int]) -> tuple[np.
     resized = cv2.resize(image_rgb, (box.new_hw[1], box.new_hw[0]), interpolation=cv2.INTER_LINEAR)
     canvas = np.full((*dst_hw, 3), PAD_VALUE, dtype=np.uint8)
     canvas[box.pad_top:box.pad_top + box.new_hw[0], box.pad_left:box.pad_left + box.new_hw[1]] = resized
-    return canvas.transpose(2, 0, 1).astype(np.float32) / 255.0, box
+    return np.ascontiguousarray(canvas.transpose(2, 0, 1)), box
+
+
+def letterbox_image(image_rgb: np.ndarray, dst_hw: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+    """``letterbox_pixels`` as float32 CHW in [0, 1] (pixels / 255: the detector's float input)."""
+    pixels, box = letterbox_pixels(image_rgb, dst_hw)
+    return pixels.astype(np.float32) / np.float32(255), box
 
 
 def unletterbox_boxes(boxes_xyxy: np.ndarray, box: Letterbox) -> np.ndarray:

@@ -17,6 +17,10 @@ from .geometry import Detections
 from .postprocess import detections_for_image
 
 PREPROCESSORS = ("dali", "opencv")
+PIXELS = ("float32", "uint8")  # letterboxed images as float32 RGB / 255 or as uint8 RGB
+# What the CPU flavour's letterbox hands its detector: a quarter of float32's bytes through the server's
+# shared memory (runtime.as_pixels gives a float graph its form)
+SERVED_PIXELS = "uint8"
 
 
 class OpenCvLetterbox:
@@ -25,41 +29,51 @@ class OpenCvLetterbox:
     No per-batch cost: on CPU it takes 2.2 ms per image at batch 1 where DALI takes 6.0 (3.6 at batch 8).
     """
 
-    def __init__(self, input_hw: tuple[int, int]):
+    def __init__(self, input_hw: tuple[int, int], pixels: str = "float32"):
         self.input_hw = tuple(input_hw)
+        self.pixels = _checked_pixels(pixels)
 
     def __call__(self, encoded_images: list[bytes]) -> list[tuple[np.ndarray, np.ndarray] | Exception]:
         return [self._one(e) for e in encoded_images]
 
     def _one(self, encoded: bytes):
         from .data import decode_rgb
-        from .geometry import letterbox_image
+        from .geometry import letterbox_image, letterbox_pixels
 
         try:
             rgb = decode_rgb(bytes(encoded))
         except ValueError as exc:
             return exc
-        image, box = letterbox_image(rgb, self.input_hw)
+        image, box = (letterbox_pixels if self.pixels == "uint8" else letterbox_image)(rgb, self.input_hw)
         return image, box.as_array()
 
 
-def make_preprocessor(kind: str, input_hw: tuple[int, int], max_batch_size: int = 8, dali_threads: int = 2):
+def _checked_pixels(pixels: str) -> str:
+    if pixels not in PIXELS:
+        raise ValueError(f"pixels must be one of {PIXELS}, got {pixels!r}")
+    return pixels
+
+
+def make_preprocessor(kind: str, input_hw: tuple[int, int], max_batch_size: int = 8, dali_threads: int = 2,
+                      pixels: str = "float32"):
+    """A letterbox of ``PREPROCESSORS``: encoded images -> [(image [3, H, W] as ``pixels``, geometry [6])]."""
     if kind == "dali":
         from .dali.pipeline import CpuLetterbox
 
-        return CpuLetterbox(input_hw, max_batch_size, dali_threads)
+        return CpuLetterbox(input_hw, max_batch_size, dali_threads, pixels=_checked_pixels(pixels))
     if kind == "opencv":
-        return OpenCvLetterbox(input_hw)
+        return OpenCvLetterbox(input_hw, pixels)
     raise ValueError(f"preprocess must be one of {PREPROCESSORS}, got {kind!r}")
 
 
 class InProcessPipeline:
     def __init__(self, detector_onnx: str | Path, input_hw: tuple[int, int], conf_threshold: float = c.SERVE_CONF_THRESHOLD,
                  iou_threshold: float = c.SERVE_IOU_THRESHOLD, max_detections: int = c.SERVE_MAX_DETECTIONS,
-                 max_batch_size: int = 8, threads: int = 0, preprocess: str = "opencv", runtime: str = "ort"):
+                 max_batch_size: int = 8, threads: int = 0, preprocess: str = "opencv", runtime: str = "ort",
+                 pixels: str = SERVED_PIXELS):
         from .runtime import load_detector
 
-        self.letterbox = make_preprocessor(preprocess, input_hw, max_batch_size)
+        self.letterbox = make_preprocessor(preprocess, input_hw, max_batch_size, pixels=pixels)
         self.runner = load_detector(detector_onnx, runtime, threads)
         self.thresholds = (conf_threshold, iou_threshold, max_detections)
 

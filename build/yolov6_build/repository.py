@@ -20,7 +20,7 @@ import numpy as np
 
 from . import contract as c
 from .errors import ConfigError
-from .pipeline import PREPROCESSORS
+from .pipeline import PREPROCESSORS, SERVED_PIXELS
 from .runtime import RUNTIMES
 
 FLAVOURS = ("cpu", "gpu")
@@ -29,6 +29,11 @@ FLAVOURS = ("cpu", "gpu")
 # 60 instead of 47 req/s at c=1 and 108 instead of 95 at c=4, the same at c=16 (bench-serving's split;
 # a busy instance still lets batches form). gpu: 2000, not measured yet (make gpu-check).
 QUEUE_DELAY_US = {"cpu": 0, "gpu": 2000}
+# The letterboxed images between the preprocess and detector steps. cpu: uint8 pixels, a quarter of
+# float32's bytes through the stubs' shared memory (bench-serving, README). gpu: float32, what DALI hands
+# TensorRT on the device.
+PIXELS = {"cpu": SERVED_PIXELS, "gpu": "float32"}
+TRITON_DTYPES = {"float32": "TYPE_FP32", "uint8": "TYPE_UINT8"}
 WARMUP_FILE = "warmup_image.jpg"
 WARMUP_LETTERBOX_FILE = "letterbox.bin"  # raw float32 [6] of a valid letterbox (zeros are not one)
 WARMUP_BYTES_FILE = "image_bytes.bin"  # raw int32 [1]: the warm-up JPEG's length (the DALI model's second input)
@@ -128,8 +133,12 @@ def _image_input() -> str:
     return _tensor(c.PREPROCESS_INPUT, "TYPE_UINT8", [-1], " allow_ragged_batch: true")
 
 
+def _images_tensor(cfg: RepositoryConfig) -> str:
+    return _tensor(c.DETECTOR_INPUT, TRITON_DTYPES[PIXELS[cfg.flavour]], [3, *cfg.input_hw])
+
+
 def _preprocess_outputs(cfg: RepositoryConfig) -> list[str]:
-    return [_tensor(c.DETECTOR_INPUT, "TYPE_FP32", [3, *cfg.input_hw]),
+    return [_images_tensor(cfg),
             _tensor(c.PREPROCESS_LETTERBOX, "TYPE_FP32", [6])]
 
 
@@ -157,7 +166,7 @@ def _zero_warmup(inputs: dict[str, tuple[str, list[int]]], files: dict[str, str]
 def preprocess_config(cfg: RepositoryConfig, warmup_bytes: int) -> str:
     params = {"input_height": cfg.input_hw[0], "input_width": cfg.input_hw[1]}
     if cfg.flavour == "cpu":
-        params.update(executor=cfg.cpu_preprocess)  # a pipeline.PREPROCESSORS kind, run in the stub
+        params.update(executor=cfg.cpu_preprocess, pixels=PIXELS["cpu"])  # a pipeline.PREPROCESSORS kind, in the stub
         if cfg.cpu_preprocess == "dali":
             params.update(dali_batch_size=cfg.max_batch_size, dali_threads=cfg.dali_threads)
     else:
@@ -177,8 +186,8 @@ def dali_config(cfg: RepositoryConfig, warmup_bytes: int) -> str:
 
 
 def detector_config(cfg: RepositoryConfig) -> str:
-    inputs = [_tensor(c.DETECTOR_INPUT, "TYPE_FP32", [3, *cfg.input_hw])]
-    warmup = _zero_warmup({c.DETECTOR_INPUT: ("TYPE_FP32", [3, *cfg.input_hw])})
+    inputs = [_images_tensor(cfg)]
+    warmup = _zero_warmup({c.DETECTOR_INPUT: (TRITON_DTYPES[PIXELS[cfg.flavour]], [3, *cfg.input_hw])})
     if cfg.flavour == "cpu":
         head = _header(c.DETECTOR_MODEL, "python", cfg)
         tail = (_instances(cfg.detector_instances, "KIND_CPU")

@@ -1,7 +1,8 @@
 """The CPU detector runtimes: one ONNX graph (FP32 or INT8 Q/DQ), run by OpenVINO or ONNX Runtime.
 
-Both take letterboxed images float32 [B, 3, H, W] and return candidates (boxes_xyxy [B, K, 4] in
-input pixels, scores [B, K], class ids [B, K]). The bundle's graphs select their top-k candidates
+Both take letterboxed images [B, 3, H, W], float32 RGB / 255 or uint8 RGB, and give the graph the form
+it reads (``as_pixels``: the CPU form of the INT8 graph reads uint8), and return candidates
+(boxes_xyxy [B, K, 4] in input pixels, scores [B, K], class ids [B, K]). The bundle's graphs select their top-k candidates
 inside; upstream-format graphs (raw ``outputs`` [B, N, 5+nc]) are decoded here on the host.
 OpenVINO compiles a Q/DQ graph to its INT8 kernels as it is.
 """
@@ -33,10 +34,22 @@ def split_raw(raw: np.ndarray):
     return tuple(np.stack([p[i] for p in per_image]) for i in range(3))
 
 
+def as_pixels(images: np.ndarray, dtype) -> np.ndarray:
+    """Letterboxed images as ``dtype``: float32 RGB / 255 or uint8 RGB. Exact both ways for letterboxed
+    pixels (a float image holds k / 255); unchanged when already ``dtype``."""
+    if images.dtype == dtype:
+        return images
+    if dtype == np.uint8:
+        return np.clip(np.rint(images * np.float32(255)), 0, 255).astype(np.uint8)
+    return images.astype(np.float32) / np.float32(255)
+
+
 class _Detector:
-    """``infer`` runs the graph; calling decodes upstream-format (``raw``) outputs into candidates."""
+    """``infer`` runs the graph on images in either pixel form (``pixels``: the one the graph reads);
+    calling also decodes upstream-format (``raw``) outputs into candidates."""
 
     raw: bool
+    pixels: np.dtype
 
     def infer(self, images: np.ndarray) -> list[np.ndarray]:
         raise NotImplementedError
@@ -67,6 +80,7 @@ class OpenVinoDetector(_Detector):
                         "PERF_COUNT": profiled}
         names = {name for port in self._model.outputs for name in port.get_names()}
         self.raw = c.CANDIDATE_BOXES not in names
+        self.pixels = np.dtype(self._model.input(0).get_element_type().to_dtype())
         self._by_batch: dict[int, tuple] = {}
 
     def _for_batch(self, batch: int) -> tuple:
@@ -91,7 +105,7 @@ class OpenVinoDetector(_Detector):
     def infer(self, images: np.ndarray) -> list[np.ndarray]:
         """The graph's own outputs (what a throughput measurement times)."""
         _, request, outputs = self._for_batch(len(images))
-        result = request.infer({0: images})
+        result = request.infer({0: as_pixels(images, self.pixels)})
         return [np.asarray(result[o]) for o in outputs]
 
 
@@ -120,9 +134,10 @@ class OrtDetector(_Detector):
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.raw = c.CANDIDATE_BOXES not in {o.name for o in self.session.get_outputs()}
         self.outputs = list(_output_names(self.raw))
+        self.pixels = np.dtype(np.uint8 if self.session.get_inputs()[0].type == "tensor(uint8)" else np.float32)
 
     def infer(self, images: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(self.outputs, {c.DETECTOR_INPUT: images})
+        return self.session.run(self.outputs, {c.DETECTOR_INPUT: as_pixels(images, self.pixels)})
 
 
 def load_detector(path: str | Path, runtime: str, threads: int = 0):

@@ -45,6 +45,24 @@ def test_dali_matches_reference_on_many_sizes(letterbox):
         assert np.abs(images - reference).max() <= PIXEL_TOLERANCE, array.shape
 
 
+@pytest.mark.parametrize("kind", ["dali", "opencv"])
+def test_uint8_pixels_are_the_float_images_on_the_pixel_grid(kind):
+    """The cpu flavour's hand-over (uint8) holds what the float form holds, times 255, rounded: nothing lost."""
+    from yolov6_build.pipeline import make_preprocessor
+
+    rng = np.random.default_rng(2)
+    encoded = [_encode(_smooth_image(rng, h, w)) for h, w in SIZES[:4]]
+    as_float = make_preprocessor(kind, INPUT_HW, 4)(encoded)
+    as_uint8 = make_preprocessor(kind, INPUT_HW, 4, pixels="uint8")(encoded)
+    for (images, geometry), (pixels, pixel_geometry) in zip(as_float, as_uint8):
+        assert pixels.dtype == np.uint8 and pixels.shape == images.shape and pixels.flags.c_contiguous
+        np.testing.assert_array_equal(pixel_geometry, geometry)
+        np.testing.assert_array_equal(pixels, np.rint(images * 255))
+        assert np.abs(pixels / 255 - images).max() < 1e-6
+    with pytest.raises(ValueError, match="pixels"):
+        make_preprocessor(kind, INPUT_HW, 4, pixels="float16")
+
+
 def test_grayscale_png_and_jpeg_become_rgb(letterbox):
     rng = np.random.default_rng(1)
     grey = _smooth_image(rng, 200, 300, channels=1)

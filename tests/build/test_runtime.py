@@ -139,7 +139,8 @@ def test_uint8_activations_keep_every_scale_and_move_zero_points_by_sign(quantiz
                 and quantized_tensor(n) != c.DETECTOR_INPUT}
 
     int8, uint8 = quantizers(quantized / "detector_qdq.onnx"), quantizers(
-        uint8_activations(quantized / "detector_qdq.onnx", tmp_path / "unplaced.onnx", placed_for_ort=False))
+        uint8_activations(quantized / "detector_qdq.onnx", tmp_path / "unplaced.onnx", placed_for_ort=False,
+                          uint8_pixels=False))
     assert int8.keys() == uint8.keys() and len(int8) > 100
     shifted, unsigned = 0, 0
     for name, (scale, zero_point, _) in int8.items():
@@ -176,12 +177,36 @@ def test_the_quantized_stem_reads_every_pixel_level_exactly(model_n, tmp_path):
     batches = [np.random.default_rng(0).random((2, 3, *hw), dtype=np.float32)]
     quant = quantize_ptq(fuse_for_deploy(copy.deepcopy(model_n)), batches, PtqConfig(), progress=False)
     graph = onnx.load(str(uint8_activations(export_onnx(quant, tmp_path / "qdq.onnx", hw, topk=10),
-                                            tmp_path / "cpu.onnx"))).graph
+                                            tmp_path / "cpu.onnx", uint8_pixels=False))).graph
     constants = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"}
     (input_q,) = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == c.DETECTOR_INPUT]
     assert constants[input_q.input[1]] == PIXEL_SCALE and constants[input_q.input[2]] == np.uint8(0)
     pixels = np.arange(256, dtype=np.float32) / 255
     np.testing.assert_array_equal(np.round(pixels / PIXEL_SCALE), np.arange(256))  # one step per grey level
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "ort"])
+def test_the_cpu_form_reads_uint8_pixels_with_the_float_forms_results(quantized, letterboxed, runtime, tmp_path):
+    """The served CPU graph takes uint8 pixels (its input quantizer, exact on the pixel grid, is gone) and
+    gives bit for bit what the same graph with float input and that quantizer gives; each detector takes
+    either pixel form."""
+    import onnx
+
+    from yolov6_build.quantize.cpu_qdq import uint8_activations
+
+    served = quantized / "detector_qdq_u8.onnx"
+    graph = onnx.load(str(served)).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert not [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == c.DETECTOR_INPUT]
+    float_form = uint8_activations(quantized / "detector_qdq.onnx", tmp_path / "float_input.onnx", uint8_pixels=False)
+    pixels = np.rint(letterboxed * 255).astype(np.uint8)
+    assert np.abs(pixels / 255 - letterboxed).max() < 1e-6  # the letterbox's grid (DALI: k * (1/255))
+    detector = load_detector(served, runtime, 2)
+    assert detector.pixels == np.uint8
+    expected = load_detector(float_form, runtime, 2)(letterboxed)
+    for got in (detector(pixels), detector(letterboxed)):
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_profiles_of_both_runtimes_split_the_served_graph_by_op_group(quantized, letterboxed):

@@ -74,6 +74,22 @@ def test_cpu_preprocess_choice_reaches_the_preprocess_model():
     assert params["dali"]["executor"].string_value == "dali" and params["dali"]["dali_batch_size"].string_value == "8"
 
 
+def test_cpu_flavour_hands_uint8_pixels_to_its_detector_and_gpu_float():
+    """cpu: the preprocess step letterboxes to uint8 and the detector (warm-up included) reads uint8; gpu:
+    DALI hands TensorRT float32."""
+    from tritonclient.grpc import model_config_pb2
+
+    for flavour, dtype in (("cpu", model_config_pb2.TYPE_UINT8), ("gpu", model_config_pb2.TYPE_FP32)):
+        configs = parse_repository(demo_config(flavour))
+        producer = configs[c.PREPROCESS_MODEL if flavour == "cpu" else c.DALI_MODEL]
+        assert {t.name: t.data_type for t in producer.output}[c.DETECTOR_INPUT] == dtype
+        detector = configs[c.DETECTOR_MODEL]
+        assert detector.input[0].data_type == dtype
+        assert detector.model_warmup[0].inputs[c.DETECTOR_INPUT].data_type == dtype
+    cpu_preprocess = parse_repository(demo_config("cpu"))[c.PREPROCESS_MODEL]
+    assert cpu_preprocess.parameters["pixels"].string_value == "uint8"
+
+
 @pytest.mark.parametrize("flavour", ["cpu", "gpu"])
 def test_committed_repository_is_up_to_date(flavour):
     """model_repository/<flavour> holds the demo configs; regenerate with `make build-repo`."""

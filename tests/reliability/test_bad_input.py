@@ -33,8 +33,10 @@ def _png16(rgb: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-LOSSY = {"cmyk_jpeg"}  # near-same pixels: the INT8 detector's scores move by up to 0.05 (measured 0.046)
-LOSSY_SCORE_TOLERANCE = 0.06
+# near-same pixels: the INT8 detector's scores move by up to 0.05 (measured 0.046) and its boxes by a few
+# pixels (measured 3.3 px on one calibration: scales calibrated one ulp apart, from torch's threaded sums)
+LOSSY = {"cmyk_jpeg"}
+LOSSY_SCORE_TOLERANCE, LOSSY_BOX_TOLERANCE = 0.06, 6.0
 
 
 def _variants(rgb: np.ndarray) -> dict[str, bytes]:
@@ -75,9 +77,9 @@ def _detect(server, data: bytes):
             return exc
 
 
-def _assert_close(a, b, confident: float = 0.3, score_tolerance: float = 0.03):
-    """Every confident detection of each has a twin in the other: same class, score within the tolerance,
-    box within 3 px. (Near the 0.05 request threshold an INT8 detector may keep or drop a box for
+def _assert_close(a, b, confident: float = 0.3, score_tolerance: float = 0.03, box_tolerance: float = 3.0):
+    """Every confident detection of each has a twin in the other: same class, score and box within the
+    tolerances. (Near the 0.05 request threshold an INT8 detector may keep or drop a box for
     one grey level of decoding difference, so the weak tail is not compared.)"""
     assert (a.scores >= confident).any() and (b.scores >= confident).any()
     for x, y in ((a, b), (b, a)):
@@ -85,7 +87,7 @@ def _assert_close(a, b, confident: float = 0.3, score_tolerance: float = 0.03):
             if score < confident:
                 continue
             twin = ((y.class_ids == cls) & (np.abs(y.scores - score) <= score_tolerance)
-                    & (np.abs(y.boxes_xyxy - box).max(axis=1) <= 3.0))
+                    & (np.abs(y.boxes_xyxy - box).max(axis=1) <= box_tolerance))
             assert twin.any(), (box, score, cls)
 
 
@@ -94,7 +96,9 @@ def test_other_encodings_of_the_same_pixels_give_the_same_detections(server, sce
     for name, data in _variants(scene).items():
         result = _detect(server, data)
         assert not isinstance(result, ServerError), f"{name}: {result}"
-        _assert_close(result, reference, score_tolerance=LOSSY_SCORE_TOLERANCE if name in LOSSY else 0.03)
+        lossy = name in LOSSY
+        _assert_close(result, reference, score_tolerance=LOSSY_SCORE_TOLERANCE if lossy else 0.03,
+                      box_tolerance=LOSSY_BOX_TOLERANCE if lossy else 3.0)
 
 
 @pytest.mark.parametrize("size", [(1, 1), (1, 700), (3000, 2)])

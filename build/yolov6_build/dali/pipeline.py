@@ -30,10 +30,11 @@ log = logging.getLogger(__name__)
 BACKEND_EXECUTOR = {"exec_dynamic": False, "exec_pipelined": True, "exec_async": True, "prefetch_queue_depth": 1}
 
 
-def define_letterbox(input_hw: tuple[int, int], device: str):
-    """Graph body: encoded bytes -> (float32 CHW /255 letterboxed, float32 [6] letterbox geometry).
+def define_letterbox(input_hw: tuple[int, int], device: str, pixels: str = "float32"):
+    """Graph body: encoded bytes -> (CHW letterboxed, float32 [6] letterbox geometry).
 
     Must be called inside a DALI pipeline definition. ``device`` 'cpu' or 'gpu' (mixed decoder).
+    ``pixels`` 'float32' (RGB / 255, what TensorRT's graph reads) or 'uint8' (RGB as decoded).
     ``PREPROCESS_INPUT_BYTES`` says how many bytes of each ``PREPROCESS_INPUT`` row are the image:
     a batched request pads its rows to one length.
     """
@@ -56,13 +57,15 @@ def define_letterbox(input_hw: tuple[int, int], device: str):
     start = fn.cast(fn.stack(-pad_top, -pad_left), dtype=types.INT32)
     padded = fn.slice(resized, start=start, shape=np.array(input_hw, dtype=np.int32), axis_names="HW",
                       out_of_bounds_policy="pad", fill_values=PAD_VALUE)
-    images = fn.crop_mirror_normalize(padded, dtype=types.FLOAT, output_layout="CHW", mean=[0.0], std=[255.0])
+    as_uint8 = pixels == "uint8"
+    images = fn.crop_mirror_normalize(padded, dtype=types.UINT8 if as_uint8 else types.FLOAT, output_layout="CHW",
+                                      mean=[0.0], std=[1.0 if as_uint8 else 255.0])
     letterbox = fn.stack(src_h, src_w, new_h, new_w, pad_top, pad_left)
     return images, letterbox
 
 
 def build_pipeline(input_hw: tuple[int, int], batch_size: int, device: str = "cpu", num_threads: int = 2,
-                   device_id: int | None = None):
+                   device_id: int | None = None, pixels: str = "float32"):
     """A DALI Pipeline object (not yet built), with the backend's executor settings.
 
     ``device_id=None`` for CPU runs and for serialisation.
@@ -70,7 +73,7 @@ def build_pipeline(input_hw: tuple[int, int], batch_size: int, device: str = "cp
     dali = require("nvidia.dali")
     pipe = dali.Pipeline(batch_size=batch_size, num_threads=num_threads, device_id=device_id, **BACKEND_EXECUTOR)
     with pipe:
-        images, letterbox = define_letterbox(input_hw, device)
+        images, letterbox = define_letterbox(input_hw, device, pixels)
         pipe.set_outputs(images, letterbox)
     return pipe
 
@@ -101,14 +104,16 @@ class CpuLetterbox:
     re-run one image at a time so only the bad images get an error.
     """
 
-    def __init__(self, input_hw: tuple[int, int], max_batch_size: int = 8, num_threads: int = 2):
+    def __init__(self, input_hw: tuple[int, int], max_batch_size: int = 8, num_threads: int = 2,
+                 pixels: str = "float32"):
         self.input_hw = tuple(input_hw)
         self.max_batch_size = max_batch_size
         self.num_threads = num_threads
+        self.pixels = pixels
         self._pipe = self._new_pipeline()
 
     def _new_pipeline(self):
-        pipe = build_pipeline(self.input_hw, self.max_batch_size, "cpu", self.num_threads)
+        pipe = build_pipeline(self.input_hw, self.max_batch_size, "cpu", self.num_threads, pixels=self.pixels)
         pipe.build()
         return pipe
 
@@ -126,7 +131,7 @@ class CpuLetterbox:
             raise
 
     def __call__(self, encoded: list[bytes | np.ndarray]) -> list[tuple[np.ndarray, np.ndarray] | Exception]:
-        """Each result is (images float32 [3,H,W], letterbox float32 [6]) or the exception for that image."""
+        """Each result is (images [3,H,W] as ``pixels``, letterbox float32 [6]) or the exception for that image."""
         arrays = [np.frombuffer(e, dtype=np.uint8) if isinstance(e, (bytes, bytearray)) else
                   np.ascontiguousarray(e, dtype=np.uint8).reshape(-1) for e in encoded]
         results: list = []

@@ -13,6 +13,9 @@ QAT scales, not a re-calibration. Weights keep their per-channel int8 Q/DQ.
   convolutions (with 128 they fall back to bf16).
 - The image input holds pixels / 255: its quantizer gets scale 1/255 and zero point 0, which
   represents every pixel value exactly (the int8 grid at amax 1 keeps every other grey level).
+  That quantizer's output is then the letterboxed uint8 pixels themselves, so it is dropped and the
+  graph reads uint8 pixels (``pixels_as_uint8``): served, the detector receives a quarter of the
+  bytes and nobody converts them to float and back.
 - ``place_for_ort`` then moves Q/DQ pairs, value for value, to where ONNX Runtime fuses them into
   integer kernels, so both runtimes serve this one file.
 """
@@ -34,9 +37,11 @@ SIGN_PRESERVING = {"MaxPool": 1, "Concat": None, "Cast": 1, "Resize": 1, "Reshap
                    "Transpose": 1, "Slice": 1, "DequantizeLinear": 1, "QuantizeLinear": 1}
 
 
-def uint8_activations(qdq_onnx: str | Path, out_path: str | Path, placed_for_ort: bool = True) -> Path:
+def uint8_activations(qdq_onnx: str | Path, out_path: str | Path, placed_for_ort: bool = True,
+                      uint8_pixels: bool = True) -> Path:
     """Write ``qdq_onnx`` with every activation Q/DQ pair moved to uint8 (zero point 0 where the tensor
-    cannot be negative, else 128) and, unless told not to, placed where ORT fuses; returns the path."""
+    cannot be negative, else 128), unless told not to placed where ORT fuses and reading uint8 pixels
+    (``pixels_as_uint8``); returns the path."""
     onnx = require("onnx")
     from onnx import helper, numpy_helper
 
@@ -70,9 +75,34 @@ def uint8_activations(qdq_onnx: str | Path, out_path: str | Path, placed_for_ort
                 node.input[1] = "pixel_scale"
     if placed_for_ort:
         place_for_ort(graph)
+    if uint8_pixels:
+        pixels_as_uint8(graph, zero_points[0])
     out_path = Path(out_path)
     onnx.save(model, str(out_path))
     return out_path
+
+
+def pixels_as_uint8(graph, uint8_zero: str) -> bool:
+    """Make the graph read uint8 pixels where every reader of its image input quantizes it onto the pixel
+    grid (scale 1/255, uint8 zero point ``uint8_zero``): those quantizers output the pixels exactly, so
+    they go and their readers take the input. A graph whose stem reads float (partial PTQ) keeps float
+    input. Returns whether it changed."""
+    from onnx import TensorProto
+
+    readers = _consumers(graph).get(DETECTOR_INPUT, [])
+    if not readers or any(r.op_type != "QuantizeLinear" or r.input[1:] != ["pixel_scale", uint8_zero]
+                          for r in readers):
+        return False
+    dropped = {r.output[0] for r in readers}
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            if name in dropped:
+                node.input[position] = DETECTOR_INPUT
+    for reader in readers:
+        graph.node.remove(reader)
+    (image_input,) = [i for i in graph.input if i.name == DETECTOR_INPUT]
+    image_input.type.tensor_type.elem_type = TensorProto.UINT8
+    return True
 
 
 def _non_negative(producers):

@@ -36,7 +36,10 @@ def throughput(detector, batch: int, hw: tuple[int, int], seconds: float) -> flo
     """Images per second from letterboxed images to candidates (boxes, scores, classes) on one fixed
     input, after warm-up: the bundle's graphs select them inside, upstream-format graphs are decoded on
     the host (``runtime.split_raw``), so every path does the same work."""
-    images = np.random.default_rng(0).random((batch, 3, *hw), dtype=np.float32)
+    from ..runtime import as_pixels
+
+    # in the form the graph reads (uint8 pixels for the bundle's CPU form, float for the others), as served
+    images = as_pixels(np.random.default_rng(0).random((batch, 3, *hw), dtype=np.float32), detector.pixels)
     for _ in range(2):
         detector(images)
     runs, started = 0, time.perf_counter()

@@ -50,9 +50,10 @@ def _measured(step, encoded: list[bytes], batch: int, seconds: float) -> tuple[f
 
 
 def preprocess_rates(input_hw, encoded: list[bytes], batch: int, seconds: float) -> dict:
-    from ..pipeline import PREPROCESSORS, make_preprocessor
+    from ..pipeline import PREPROCESSORS, SERVED_PIXELS, make_preprocessor
 
-    return {kind: _images_per_second(make_preprocessor(kind, input_hw, batch), encoded, batch, seconds)
+    return {kind: _images_per_second(make_preprocessor(kind, input_hw, batch, pixels=SERVED_PIXELS), encoded, batch,
+                                     seconds)
             for kind in PREPROCESSORS}
 
 

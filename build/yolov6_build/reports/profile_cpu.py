@@ -43,12 +43,12 @@ class OpenVinoProfile:
     quantizer unfused, 5% of the n model's time). ``run`` adds inferences; ``groups`` sums them."""
 
     def __init__(self, path_or_model, images: np.ndarray, threads: int = 0):
-        from ..runtime import OpenVinoDetector
+        from ..runtime import OpenVinoDetector, as_pixels
 
-        self.images, self.runs = images, 0
-        self.request = OpenVinoDetector(path_or_model, threads, profiled=True).compiled(len(images)) \
-            .create_infer_request()
-        self.request.infer({0: images})  # warm-up
+        detector = OpenVinoDetector(path_or_model, threads, profiled=True)
+        self.images, self.runs = as_pixels(images, detector.pixels), 0
+        self.request = detector.compiled(len(images)).create_infer_request()
+        self.request.infer({0: self.images})  # warm-up
         self.totals: dict[str, float] = defaultdict(float)
 
     def run(self, runs: int) -> None:
@@ -70,12 +70,12 @@ class OrtProfile:
     """ONNX Runtime CPU with ``OrtDetector``'s settings, timed by its own trace (one event per kernel)."""
 
     def __init__(self, path: Path, images: np.ndarray, threads: int = 0):
-        from ..runtime import OrtDetector
+        from ..runtime import OrtDetector, as_pixels
 
         self._tmp = tempfile.TemporaryDirectory()
-        self.images, self.runs = images, 0
-        self.session = OrtDetector(path, threads, profile_prefix=str(Path(self._tmp.name) / "ort")).session
-        self._feed = {self.session.get_inputs()[0].name: images}
+        detector = OrtDetector(path, threads, profile_prefix=str(Path(self._tmp.name) / "ort"))
+        self.images, self.runs, self.session = as_pixels(images, detector.pixels), 0, detector.session
+        self._feed = {self.session.get_inputs()[0].name: self.images}
         self.session.run(None, self._feed)  # warm-up, left out below
 
     def run(self, runs: int) -> None:

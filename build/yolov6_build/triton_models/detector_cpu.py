@@ -1,6 +1,7 @@
 """Triton Python backend: the detector graph on the CPU, run by OpenVINO or ONNX Runtime (``runtime``).
 
-The graph is the bundle's INT8 model (or FP32); all requests of a dynamic batch run in one call.
+The graph is the bundle's INT8 model (or FP32); all requests of a dynamic batch run in one call. Images
+arrive as uint8 pixels; a graph that reads float gets them as float (``runtime.as_pixels``).
 """
 
 import json

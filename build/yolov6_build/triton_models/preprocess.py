@@ -2,7 +2,7 @@
 
 ``executor`` parameter: ``opencv`` decodes and letterboxes with OpenCV image by image (the cpu
 flavour's default: no per-batch cost, the same code as offline evaluation); ``dali`` runs the GPU
-flavour's DALI pipeline in-process on CPU; ``bls`` sends the whole dynamic batch to the DALI backend
+flavour's DALI pipeline in-process on CPU (both hand over images as ``pixels``: the cpu flavour's uint8); ``bls`` sends the whole dynamic batch to the DALI backend
 model named by ``dali_model`` in one request (GPU flavour) and passes its outputs on by DLPack where DALI left them, so GPU images go
 from DALI to TensorRT without a host round trip. Either way a batch with an undecodable image is
 re-run image by image, so only that image's request fails.
@@ -98,10 +98,10 @@ class BlsLetterbox:
 class InProcessLetterbox:
     """A letterbox of ``yolov6_build.pipeline`` ('dali' on CPU or 'opencv'); results shaped like ``BlsLetterbox``'s."""
 
-    def __init__(self, kind: str, input_hw, max_batch_size: int, dali_threads: int):
+    def __init__(self, kind: str, input_hw, max_batch_size: int, dali_threads: int, pixels: str):
         from yolov6_build.pipeline import make_preprocessor
 
-        self._letterbox = make_preprocessor(kind, input_hw, max_batch_size, dali_threads)
+        self._letterbox = make_preprocessor(kind, input_hw, max_batch_size, dali_threads, pixels)
 
     def __call__(self, encoded: list[np.ndarray]):
         return [r if isinstance(r, Exception) else (r[0][None], r[1][None]) for r in self._letterbox(encoded)]
@@ -116,7 +116,7 @@ class TritonPythonModel:
         else:
             input_hw = (int(params["input_height"]), int(params["input_width"]))
             self.letterbox = InProcessLetterbox(executor, input_hw, int(params.get("dali_batch_size", 8)),
-                                                int(params.get("dali_threads", 2)))
+                                                int(params.get("dali_threads", 2)), params.get("pixels", "float32"))
 
     def execute(self, requests):
         per_request, flat = [], []
