@@ -96,3 +96,36 @@ def test_statistics_of_a_live_server_split_every_pipeline_step(server, images):
     for m in ("yolov6_preprocess", "yolov6_detector", "yolov6_nms"):
         phases = sum(split[m][f"{p}_ms"] for p in ("queue", "compute_input", "compute_infer", "compute_output"))
         assert phases <= split[m]["request_ms"] * 1.01
+
+
+@pytest.mark.slow
+def test_closed_loop_load_counts_what_the_server_served_and_fails_bad_images_alone(server, images):
+    """Every request the generator counts is one the server's ensemble served (plus its connecting
+    request); a corrupt image's requests are failures, the others' are not."""
+    from yolov6_build.reports.grpc_load import closed_loop
+
+    good = [p.read_bytes() for p in images]
+    before = model_statistics(server.http_url)
+    step = closed_loop(server.grpc_url, good, users=3, seconds=1.5)
+    served = time_split(before, model_statistics(server.http_url))["yolov6"]["requests"]
+    assert step.requests >= 3 and step.failures == 0 and served == step.requests + 1
+    assert 0 < step.p50_ms <= step.p95_ms <= step.p99_ms and step.rps > 0
+
+    corrupt = good[0][: len(good[0]) // 3]
+    step = closed_loop(server.grpc_url, [good[0], corrupt], users=2, seconds=1.0)
+    assert 0 < step.failures < step.requests
+
+
+def test_a_response_without_every_output_is_incomplete():
+    from tritonclient.grpc import service_pb2
+
+    from yolov6_build.reports.grpc_load import OUTPUTS, complete
+
+    response = service_pb2.ModelInferResponse(model_name="yolov6")
+    for name in OUTPUTS[:-1]:
+        response.outputs.add(name=name)
+        response.raw_output_contents.append(b"\0" * 4)
+    assert not complete(response.SerializeToString())
+    response.outputs.add(name=OUTPUTS[-1])
+    response.raw_output_contents.append(b"\0" * 4)
+    assert complete(response.SerializeToString())

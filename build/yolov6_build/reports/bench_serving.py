@@ -3,7 +3,7 @@
 For each CPU detector runtime (OpenVINO, ORT), the INT8 repository on that runtime:
 - in-process: the served letterbox (OpenCV or DALI) + the same INT8 detector + NMS in one Python process, at
   batch 1 and at the repository's max batch (the better is what a user without a server gets);
-- served: Locust gRPC at each concurrency against the embedded server, with Triton's per-model
+- served: closed-loop gRPC (``grpc_load``) at each concurrency against the embedded server, with Triton's per-model
   statistics of every step (``triton_stats``): where a request's time goes (queue, tensor hand-over,
   compute, per model) and the batches the dynamic batchers formed; and the CPU each process took per
   request (``cpu_use``): every step's stub, the server, the load generator, the machine.
@@ -76,20 +76,22 @@ def in_process_rates(detector_onnx: Path, runtime: str, preprocess: str, input_h
 
 
 def served_steps(repository: Path, work_dir: Path, images: Path, users, step_seconds: float) -> list[dict]:
-    """One Locust gRPC step per concurrency against the embedded server, each with its Triton time split."""
+    """One closed-loop gRPC step per concurrency (``grpc_load``: the leanest load generator, it shares the
+    cores) against the embedded server, each with its Triton time split and CPU by process."""
     from tqdm import tqdm
 
     from ..server import ServerOptions, TritonServer
     from .cpu_use import CpuUse
-    from .loadtest import run_step
+    from .grpc_load import closed_loop
     from .triton_stats import model_statistics, time_split
 
+    encoded = [p.read_bytes() for p in sorted(Path(images).glob("*.jpg"))]
     rows = []
     with TritonServer(repository, work_dir / "server", ServerOptions.on_free_ports()) as server:
         for n in tqdm(users, desc=f"served {repository.name}", unit="step", disable=None):
             before = model_statistics(server.http_url)
             with CpuUse(server.process.pid, PIPELINE_STEPS) as use:
-                step = run_step(f"grpc://{server.grpc_url}", "grpc", n, work_dir, step_seconds, 100_000, images)
+                step = closed_loop(server.grpc_url, encoded, n, step_seconds)
             rows.append({**asdict(step), "models": time_split(before, model_statistics(server.http_url)),
                          "cpu_ms": use.ms_per(step.requests)})
     return rows

@@ -2,9 +2,9 @@
 
 Triton's statistics time each step of a request but not the CPU it burns, and on one box the load
 generator shares the cores with the server. ``CpuUse`` measures, over a ``with`` block, the CPU
-seconds taken by the server process, by each model's Python stub, by the load generator (the
-block's child processes that finished in it: ``run_step``'s Locust, its start-up included) and by
-the whole machine. Per request they do not depend on how long the block idled around the load.
+seconds taken by the server process, by each model's Python stub, by the load generator (this
+process, whose threads send the load in ``grpc_load``, and the child processes that finished in the
+block: ``run_step``'s Locust, its start-up included) and by the whole machine. Per request they do not depend on how long the block idled around the load.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class CpuUse:
             except psutil.Error:
                 continue
         own = psutil.Process().cpu_times()
-        per_group[LOAD_GENERATOR] = own.children_user + own.children_system  # reaped children only
+        per_group[LOAD_GENERATOR] = own.user + own.system + own.children_user + own.children_system  # reaped children
         machine = psutil.cpu_times()
         per_group[MACHINE] = machine.user + machine.system + machine.nice + getattr(machine, "irq", 0.0) \
             + getattr(machine, "softirq", 0.0)
