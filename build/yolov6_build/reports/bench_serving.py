@@ -221,7 +221,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| {label} | {s['users']} | {s['rps']} | {s['vs_in_process']:.2f} | {s['p50_ms']:g} | "
                          f"{_split_cells(s)} |")
     lines += ["", "Where the CPU goes (CPU ms per request, per process; the machine has "
-              f"{report.get('machine_cores', '?')} cores; the load generator's includes its start-up). The "
+              f"{report.get('machine_cores', '?')} cores; the load generator is this report's own closed-loop gRPC "
+              "threads). The "
               "in-process pipeline had the machine to itself; the served one shares it with the load generator, so "
               "in-process CPU per image over the server's CPU per request is the server's own efficiency.", "",
               "| run | c | preprocess | detector | NMS | tritonserver | server total | load generator | machine "
