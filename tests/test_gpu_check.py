@@ -4,6 +4,7 @@ import numpy as np
 
 from yolov6_build.geometry import Detections
 from yolov6_build.reports.gpu_check import acceptance, compare_detections, cpu_preprocess_variant, markdown
+from yolov6_build.repository import check_ensemble_wiring, parse_config
 
 
 def _detections(boxes, classes):
@@ -47,3 +48,5 @@ def test_gpu_check_cpu_preprocess_baseline_differs_only_in_the_preprocess(checkp
     assert 'executor" value: { string_value: "dali" }' in config and "model_warmup" not in config
     for model in ("yolov6", "yolov6_detector", "yolov6_nms"):
         assert (variant / model / "config.pbtxt").read_text() == (tmp_path / "gpu" / model / "config.pbtxt").read_text()
+    configs = {path.parent.name: parse_config(path.read_text()) for path in variant.glob("*/config.pbtxt")}
+    assert check_ensemble_wiring(configs) == []  # float32 images, as the TensorRT detector reads

@@ -1,6 +1,7 @@
 """COCO mAP for any detector runner, with the serving letterbox, NMS and box mapping.
 
-A runner maps a batch of letterboxed images float32 [B,3,H,W] to candidates
+A runner maps a batch of letterboxed images [B,3,H,W] (float32 / 255, or uint8 pixels for a CPU
+detector whose graph reads them: its ``pixels``) to candidates
 (boxes_xyxy [B,K,4] input pixels, scores [B,K], class_ids [B,K]); torch models and ONNX graphs
 (raw or top-k outputs) are wrapped here, so every variant is measured the same way.
 """
@@ -70,7 +71,7 @@ def predict_dataset(runner: Runner, dataset: CocoDataset, input_hw: tuple[int, i
     from tqdm import tqdm
 
     samples = dataset.samples[: settings.limit] if settings.limit else dataset.samples
-    letterbox = _letterbox(settings, input_hw)
+    letterbox = _letterbox(settings, input_hw, str(np.dtype(getattr(runner, "pixels", np.float32))))
     results: dict[int, Detections] = {}
     for start in tqdm(range(0, len(samples), settings.batch_size), desc="evaluate", unit="batch",
                       disable=not progress or None, leave=False):
@@ -84,11 +85,11 @@ def predict_dataset(runner: Runner, dataset: CocoDataset, input_hw: tuple[int, i
     return results
 
 
-def _letterbox(settings: EvalSettings, input_hw: tuple[int, int]):
-    """paths -> [(image float32 [3,H,W], geometry float32 [6])] with the settings' preprocessing."""
+def _letterbox(settings: EvalSettings, input_hw: tuple[int, int], pixels: str = "float32"):
+    """paths -> [(image [3,H,W] as ``pixels``, geometry float32 [6])] with the settings' preprocessing."""
     from .pipeline import make_preprocessor
 
-    preprocess = make_preprocessor(settings.preprocess, input_hw, settings.batch_size)
+    preprocess = make_preprocessor(settings.preprocess, input_hw, settings.batch_size, pixels=pixels)
 
     def letterbox(paths):
         results = preprocess([Path(p).read_bytes() for p in paths])

@@ -133,12 +133,12 @@ def _image_input() -> str:
     return _tensor(c.PREPROCESS_INPUT, "TYPE_UINT8", [-1], " allow_ragged_batch: true")
 
 
-def _images_tensor(cfg: RepositoryConfig) -> str:
-    return _tensor(c.DETECTOR_INPUT, TRITON_DTYPES[PIXELS[cfg.flavour]], [3, *cfg.input_hw])
+def _images_tensor(cfg: RepositoryConfig, pixels: str | None = None) -> str:
+    return _tensor(c.DETECTOR_INPUT, TRITON_DTYPES[pixels or PIXELS[cfg.flavour]], [3, *cfg.input_hw])
 
 
-def _preprocess_outputs(cfg: RepositoryConfig) -> list[str]:
-    return [_images_tensor(cfg),
+def _preprocess_outputs(cfg: RepositoryConfig, pixels: str | None = None) -> list[str]:
+    return [_images_tensor(cfg, pixels),
             _tensor(c.PREPROCESS_LETTERBOX, "TYPE_FP32", [6])]
 
 
@@ -163,16 +163,18 @@ def _zero_warmup(inputs: dict[str, tuple[str, list[int]]], files: dict[str, str]
 # ---------------------------------------------------------------- per-model configs
 
 
-def preprocess_config(cfg: RepositoryConfig, warmup_bytes: int) -> str:
+def preprocess_config(cfg: RepositoryConfig, warmup_bytes: int, pixels: str | None = None) -> str:
+    """``pixels``: the image form handed to the detector; by default the flavour's (``PIXELS``)."""
+    pixels = pixels or PIXELS[cfg.flavour]
     params = {"input_height": cfg.input_hw[0], "input_width": cfg.input_hw[1]}
     if cfg.flavour == "cpu":
-        params.update(executor=cfg.cpu_preprocess, pixels=PIXELS["cpu"])  # a pipeline.PREPROCESSORS kind, in the stub
+        params.update(executor=cfg.cpu_preprocess, pixels=pixels)  # a pipeline.PREPROCESSORS kind, in the stub
         if cfg.cpu_preprocess == "dali":
             params.update(dali_batch_size=cfg.max_batch_size, dali_threads=cfg.dali_threads)
     else:
         params.update(executor="bls", dali_model=c.DALI_MODEL)
     return (_header(c.PREPROCESS_MODEL, "python", cfg) + _io("input", [_image_input()])
-            + _io("output", _preprocess_outputs(cfg)) + _dynamic_batching(cfg)
+            + _io("output", _preprocess_outputs(cfg, pixels)) + _dynamic_batching(cfg)
             + _instances(cfg.preprocess_instances, "KIND_CPU") + _parameters(params)
             + ("" if cfg.flavour == "gpu" else _jpeg_warmup(c.PREPROCESS_INPUT, warmup_bytes)))
 

@@ -35,13 +35,17 @@ def split_raw(raw: np.ndarray):
 
 
 def as_pixels(images: np.ndarray, dtype) -> np.ndarray:
-    """Letterboxed images as ``dtype``: float32 RGB / 255 or uint8 RGB. Exact both ways for letterboxed
-    pixels (a float image holds k / 255); unchanged when already ``dtype``."""
+    """Letterboxed images (float RGB / 255, or uint8 RGB) as ``dtype``, float32 or uint8. Exact both ways
+    for letterboxed pixels (a float image holds k / 255); unchanged when already ``dtype``."""
     if images.dtype == dtype:
         return images
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / np.float32(255)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise TypeError(f"images must be uint8 pixels or float pixels / 255, got {images.dtype}")
     if dtype == np.uint8:
-        return np.clip(np.rint(images * np.float32(255)), 0, 255).astype(np.uint8)
-    return images.astype(np.float32) / np.float32(255)
+        return np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
+    return images.astype(np.float32)
 
 
 class _Detector:

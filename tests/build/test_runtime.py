@@ -49,9 +49,31 @@ def test_openvino_runs_every_quantized_conv_in_int8(quantized, graph):
     assert len(precisions) == len(convs) and set(precisions) <= {"u8", "i8"}, precisions
 
 
+@pytest.mark.parametrize("runtime", ["openvino", "ort"])
+def test_a_float_graph_takes_uint8_pixels_as_the_same_images(quantized, letterboxed, runtime):
+    """The cpu flavour hands every detector uint8 pixels; an FP32 graph gets them back as pixels / 255."""
+    detector = load_detector(quantized / "detector_fp32.onnx", runtime, 2)
+    assert detector.pixels == np.float32
+    pixels = np.rint(letterboxed * 255).astype(np.uint8)
+    for a, b in zip(detector(pixels), detector(pixels.astype(np.float32) / 255)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pixel_forms_convert_only_from_pixels():
+    from yolov6_build.runtime import as_pixels
+
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16)
+    as_float = as_pixels(pixels, np.float32)
+    assert as_float.dtype == np.float32 and as_float.max() == 1.0
+    np.testing.assert_array_equal(as_pixels(as_float, np.uint8), pixels)
+    np.testing.assert_array_equal(as_pixels(as_float.astype(np.float64), np.float32), as_float)  # not / 255 again
+    with pytest.raises(TypeError, match="uint8 pixels or float"):
+        as_pixels(pixels.astype(np.int32), np.uint8)
+
+
 def test_openvino_runs_every_quantizer_of_the_served_graph_inside_a_kernel(quantized):
     """Compiled as served (static batch), no FakeQuantize is left to run on its own; each is fused into the
-    conv before it or the input's conversion. With a dynamic batch axis the stem's output quantizer was not."""
+    conv before it. With a dynamic batch axis the stem's output quantizer was not."""
     ops = OpenVinoDetector(quantized / "detector_qdq_u8.onnx", 2).compiled(1).get_runtime_model().get_ops()
     assert [op.get_friendly_name() for op in ops if op.get_rt_info()["layerType"].astype(str) == "FakeQuantize"] == []
 
@@ -183,6 +205,26 @@ def test_the_quantized_stem_reads_every_pixel_level_exactly(model_n, tmp_path):
     assert constants[input_q.input[1]] == PIXEL_SCALE and constants[input_q.input[2]] == np.uint8(0)
     pixels = np.arange(256, dtype=np.float32) / 255
     np.testing.assert_array_equal(np.round(pixels / PIXEL_SCALE), np.arange(256))  # one step per grey level
+
+
+def test_a_float_stem_keeps_float_input_in_the_cpu_form(model_n, tmp_path):
+    """Only a quantized stem reads pixels exactly on the uint8 grid; a float stem keeps float input."""
+    import copy
+
+    import onnx
+
+    from yolov6_build.export.onnx import export_onnx
+    from yolov6_build.model.yolo import fuse_for_deploy
+    from yolov6_build.quantize.cpu_qdq import uint8_activations
+    from yolov6_build.quantize.ptq import PtqConfig, quantize_ptq
+
+    hw = (64, 64)
+    batches = [np.random.default_rng(0).random((2, 3, *hw), dtype=np.float32)]
+    for float_stem, elem_type in ((True, onnx.TensorProto.FLOAT), (False, onnx.TensorProto.UINT8)):
+        quant = quantize_ptq(fuse_for_deploy(copy.deepcopy(model_n)), batches, PtqConfig(float_stem=float_stem),
+                             progress=False)
+        cpu = uint8_activations(export_onnx(quant, tmp_path / "qdq.onnx", hw, topk=10), tmp_path / "cpu.onnx")
+        assert onnx.load(str(cpu)).graph.input[0].type.tensor_type.elem_type == elem_type, float_stem
 
 
 @pytest.mark.parametrize("runtime", ["openvino", "ort"])

@@ -22,12 +22,15 @@ QAT scales, not a re-calibration. Weights keep their per-channel int8 Q/DQ.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from ..contract import DETECTOR_INPUT
 from ..deps import require
+
+log = logging.getLogger(__name__)
 
 UINT8_ZERO_POINT = 128  # for tensors that can be negative
 NON_NEGATIVE_SOURCES = ("Relu", "Sigmoid")
@@ -92,6 +95,8 @@ def pixels_as_uint8(graph, uint8_zero: str) -> bool:
     readers = _consumers(graph).get(DETECTOR_INPUT, [])
     if not readers or any(r.op_type != "QuantizeLinear" or r.input[1:] != ["pixel_scale", uint8_zero]
                           for r in readers):
+        log.info("the image input is read by %s, not only by its pixel quantizer: the graph keeps float input "
+                 "(served uint8 pixels are converted per batch)", sorted({r.op_type for r in readers}))
         return False
     dropped = {r.output[0] for r in readers}
     for node in graph.node:

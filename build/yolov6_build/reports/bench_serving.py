@@ -75,7 +75,7 @@ def in_process_rates(detector_onnx: Path, runtime: str, preprocess: str, input_h
     return rates
 
 
-def served_steps(repository: Path, work_dir: Path, images: Path, users, step_seconds: float) -> list[dict]:
+def served_steps(repository: Path, work_dir: Path, encoded: list[bytes], users, step_seconds: float) -> list[dict]:
     """One closed-loop gRPC step per concurrency (``grpc_load``: the leanest load generator, it shares the
     cores) against the embedded server, each with its Triton time split and CPU by process."""
     from tqdm import tqdm
@@ -85,7 +85,6 @@ def served_steps(repository: Path, work_dir: Path, images: Path, users, step_sec
     from .grpc_load import closed_loop
     from .triton_stats import model_statistics, time_split
 
-    encoded = [p.read_bytes() for p in sorted(Path(images).glob("*.jpg"))]
     rows = []
     with TritonServer(repository, work_dir / "server", ServerOptions.on_free_ports()) as server:
         for n in tqdm(users, desc=f"served {repository.name}", unit="step", disable=None):
@@ -151,7 +150,7 @@ def bench_serving(int8_repository: Path, out_dir: Path, checkpoint: Path | None 
     for label, (repo, runtime, letterbox) in repos.items():
         detector = repo / c.DETECTOR_MODEL / "1" / "model.onnx"
         in_process = in_process_rates(detector, runtime, letterbox, input_hw, encoded, batch, seconds)
-        steps = served_steps(repo, out / f"served_{label.replace(' ', '_')}", image_dir, users, step_seconds)
+        steps = served_steps(repo, out / f"served_{label.replace(' ', '_')}", encoded, users, step_seconds)
         for step in steps:
             step["vs_in_process"] = round(step["rps"] / in_process["best"], 3)
             # the server's own efficiency: in-process CPU per image over the server's CPU per request

@@ -4,7 +4,8 @@ Triton's statistics time each step of a request but not the CPU it burns, and on
 generator shares the cores with the server. ``CpuUse`` measures, over a ``with`` block, the CPU
 seconds taken by the server process, by each model's Python stub, by the load generator (this
 process, whose threads send the load in ``grpc_load``, and the child processes that finished in the
-block: ``run_step``'s Locust, its start-up included) and by the whole machine. Per request they do not depend on how long the block idled around the load.
+block: ``run_step``'s Locust, its start-up included) and by the whole machine. Per request they do
+not depend on how long the block idled around the load.
 """
 
 from __future__ import annotations

@@ -51,14 +51,15 @@ def _compose(*args: str, env: dict | None = None) -> None:
 
 def cpu_preprocess_variant(gpu_repo: Path, out: Path) -> Path:
     """The same repository with the preprocess running the pipeline on CPU (Python + DALI CPU): the baseline."""
-    from ..repository import RepositoryConfig, preprocess_config
+    from ..repository import PIXELS, RepositoryConfig, preprocess_config
 
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(gpu_repo, out, ignore=shutil.ignore_patterns(c.DALI_MODEL))
     saved = json.loads((gpu_repo / "repository.json").read_text())
     cfg = RepositoryConfig(**{**saved, "flavour": "cpu", "cpu_preprocess": "dali",
                               "input_hw": tuple(saved["input_hw"]), "class_names": tuple(saved["class_names"])})
-    without_warmup = preprocess_config(cfg, 0).split("model_warmup")[0]  # the JPEG warm-up file is the DALI model's
+    # float32 images, as the gpu flavour's TensorRT detector reads; the JPEG warm-up file is the DALI model's
+    without_warmup = preprocess_config(cfg, 0, PIXELS["gpu"]).split("model_warmup")[0]
     (out / c.PREPROCESS_MODEL / "config.pbtxt").write_text(without_warmup)
     return out
 
@@ -163,7 +164,8 @@ def gpu_check(checkpoint: Path, calib: Path, annotations: Path, out_dir: Path, l
     manifest = json.loads((repo / "manifest.json").read_text())
     input_hw = tuple(manifest["config"]["input_hw"])
     images = sample_images(out_dir / "images", 8)
-    reference = InProcessPipeline(repo / manifest["engine"]["fp16_baseline_onnx"], input_hw, preprocess="dali")(
+    reference = InProcessPipeline(repo / manifest["engine"]["fp16_baseline_onnx"], input_hw, preprocess="dali",
+                                  pixels="float32")(
         [p.read_bytes() for p in images])
     with ServedRepository(repo) as served:
         report["gpu_memory_mib"] = served.memory_mib
