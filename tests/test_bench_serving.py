@@ -25,6 +25,15 @@ def test_time_split_is_per_request_over_the_interval():
     assert detector["queue_ms"] == 2.0 and detector["compute_infer_ms"] == 10.0
 
 
+def test_the_in_process_baseline_is_the_mean_of_both_sides_of_the_sweep():
+    from yolov6_build.reports.bench_serving import bracketed
+
+    before = {"batch_1": 100.0, "batch_8": 200.0, "best": 200.0, "best_cpu_ms": 7.0}
+    after = {"batch_1": 140.0, "batch_8": 160.0, "best": 160.0, "best_cpu_ms": 9.0}
+    assert bracketed(before, after) == {"batch_1": 120.0, "batch_8": 180.0, "best": 180.0, "best_cpu_ms": 8.0,
+                                        "best_before": 200.0, "best_after": 160.0}
+
+
 def _run(in_process_best, steps):
     return {"runtime": "openvino", "preprocess": "opencv", "in_process": {"batch_1": 50.0, "batch_8": in_process_best, "best": in_process_best,
                                                   "best_cpu_ms": 18.0},
