@@ -31,7 +31,7 @@ class OpenCvLetterbox:
 
     def __init__(self, input_hw: tuple[int, int], pixels: str = "float32"):
         self.input_hw = tuple(input_hw)
-        self.pixels = _checked_pixels(pixels)
+        self.pixels = pixels
 
     def __call__(self, encoded_images: list[bytes]) -> list[tuple[np.ndarray, np.ndarray] | Exception]:
         return [self._one(e) for e in encoded_images]
@@ -48,19 +48,15 @@ class OpenCvLetterbox:
         return image, box.as_array()
 
 
-def _checked_pixels(pixels: str) -> str:
-    if pixels not in PIXELS:
-        raise ValueError(f"pixels must be one of {PIXELS}, got {pixels!r}")
-    return pixels
-
-
 def make_preprocessor(kind: str, input_hw: tuple[int, int], max_batch_size: int = 8, dali_threads: int = 2,
                       pixels: str = "float32"):
     """A letterbox of ``PREPROCESSORS``: encoded images -> [(image [3, H, W] as ``pixels``, geometry [6])]."""
+    if pixels not in PIXELS:
+        raise ValueError(f"pixels must be one of {PIXELS}, got {pixels!r}")
     if kind == "dali":
         from .dali.pipeline import CpuLetterbox
 
-        return CpuLetterbox(input_hw, max_batch_size, dali_threads, pixels=_checked_pixels(pixels))
+        return CpuLetterbox(input_hw, max_batch_size, dali_threads, pixels=pixels)
     if kind == "opencv":
         return OpenCvLetterbox(input_hw, pixels)
     raise ValueError(f"preprocess must be one of {PREPROCESSORS}, got {kind!r}")

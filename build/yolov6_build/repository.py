@@ -133,8 +133,13 @@ def _image_input() -> str:
     return _tensor(c.PREPROCESS_INPUT, "TYPE_UINT8", [-1], " allow_ragged_batch: true")
 
 
+def _images_dtype(cfg: RepositoryConfig, pixels: str | None = None) -> str:
+    """The Triton type of the letterboxed images: ``pixels``, else the flavour's (``PIXELS``)."""
+    return TRITON_DTYPES[pixels or PIXELS[cfg.flavour]]
+
+
 def _images_tensor(cfg: RepositoryConfig, pixels: str | None = None) -> str:
-    return _tensor(c.DETECTOR_INPUT, TRITON_DTYPES[pixels or PIXELS[cfg.flavour]], [3, *cfg.input_hw])
+    return _tensor(c.DETECTOR_INPUT, _images_dtype(cfg, pixels), [3, *cfg.input_hw])
 
 
 def _preprocess_outputs(cfg: RepositoryConfig, pixels: str | None = None) -> list[str]:
@@ -189,7 +194,7 @@ def dali_config(cfg: RepositoryConfig, warmup_bytes: int) -> str:
 
 def detector_config(cfg: RepositoryConfig) -> str:
     inputs = [_images_tensor(cfg)]
-    warmup = _zero_warmup({c.DETECTOR_INPUT: (TRITON_DTYPES[PIXELS[cfg.flavour]], [3, *cfg.input_hw])})
+    warmup = _zero_warmup({c.DETECTOR_INPUT: (_images_dtype(cfg), [3, *cfg.input_hw])})
     if cfg.flavour == "cpu":
         head = _header(c.DETECTOR_MODEL, "python", cfg)
         tail = (_instances(cfg.detector_instances, "KIND_CPU")

@@ -182,24 +182,34 @@ def test_uint8_activations_keep_every_scale_and_move_zero_points_by_sign(quantiz
     assert shifted > 10 and unsigned > 50
 
 
-def test_the_quantized_stem_reads_every_pixel_level_exactly(model_n, tmp_path):
-    """The image input's quantizer gets scale 1/255, zero point 0: the 256 grey levels of the
-    contract's input (RGB / 255) pass unchanged, where int8 at amax 1 keeps 128."""
+def _small_cpu_form(model_n, tmp_path, ptq, uint8_pixels: bool = True):
+    """The CPU form's ONNX graph of ``model_n`` at 64x64, calibrated by PTQ (``ptq``: a PtqConfig) on
+    random images."""
     import copy
 
     import onnx
-    from onnx import numpy_helper
 
     from yolov6_build.export.onnx import export_onnx
     from yolov6_build.model.yolo import fuse_for_deploy
-    from yolov6_build.quantize.cpu_qdq import PIXEL_SCALE, uint8_activations
-    from yolov6_build.quantize.ptq import PtqConfig, quantize_ptq
+    from yolov6_build.quantize.cpu_qdq import uint8_activations
+    from yolov6_build.quantize.ptq import quantize_ptq
 
     hw = (64, 64)
     batches = [np.random.default_rng(0).random((2, 3, *hw), dtype=np.float32)]
-    quant = quantize_ptq(fuse_for_deploy(copy.deepcopy(model_n)), batches, PtqConfig(), progress=False)
-    graph = onnx.load(str(uint8_activations(export_onnx(quant, tmp_path / "qdq.onnx", hw, topk=10),
-                                            tmp_path / "cpu.onnx", uint8_pixels=False))).graph
+    quant = quantize_ptq(fuse_for_deploy(copy.deepcopy(model_n)), batches, ptq, progress=False)
+    return onnx.load(str(uint8_activations(export_onnx(quant, tmp_path / "qdq.onnx", hw, topk=10),
+                                           tmp_path / "cpu.onnx", uint8_pixels=uint8_pixels))).graph
+
+
+def test_the_quantized_stem_reads_every_pixel_level_exactly(model_n, tmp_path):
+    """The image input's quantizer gets scale 1/255, zero point 0: the 256 grey levels of the
+    contract's input (RGB / 255) pass unchanged, where int8 at amax 1 keeps 128."""
+    from onnx import numpy_helper
+
+    from yolov6_build.quantize.cpu_qdq import PIXEL_SCALE
+    from yolov6_build.quantize.ptq import PtqConfig
+
+    graph = _small_cpu_form(model_n, tmp_path, PtqConfig(), uint8_pixels=False)
     constants = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"}
     (input_q,) = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == c.DETECTOR_INPUT]
     assert constants[input_q.input[1]] == PIXEL_SCALE and constants[input_q.input[2]] == np.uint8(0)
@@ -209,22 +219,13 @@ def test_the_quantized_stem_reads_every_pixel_level_exactly(model_n, tmp_path):
 
 def test_a_float_stem_keeps_float_input_in_the_cpu_form(model_n, tmp_path):
     """Only a quantized stem reads pixels exactly on the uint8 grid; a float stem keeps float input."""
-    import copy
-
     import onnx
 
-    from yolov6_build.export.onnx import export_onnx
-    from yolov6_build.model.yolo import fuse_for_deploy
-    from yolov6_build.quantize.cpu_qdq import uint8_activations
-    from yolov6_build.quantize.ptq import PtqConfig, quantize_ptq
+    from yolov6_build.quantize.ptq import PtqConfig
 
-    hw = (64, 64)
-    batches = [np.random.default_rng(0).random((2, 3, *hw), dtype=np.float32)]
     for float_stem, elem_type in ((True, onnx.TensorProto.FLOAT), (False, onnx.TensorProto.UINT8)):
-        quant = quantize_ptq(fuse_for_deploy(copy.deepcopy(model_n)), batches, PtqConfig(float_stem=float_stem),
-                             progress=False)
-        cpu = uint8_activations(export_onnx(quant, tmp_path / "qdq.onnx", hw, topk=10), tmp_path / "cpu.onnx")
-        assert onnx.load(str(cpu)).graph.input[0].type.tensor_type.elem_type == elem_type, float_stem
+        graph = _small_cpu_form(model_n, tmp_path, PtqConfig(float_stem=float_stem))
+        assert graph.input[0].type.tensor_type.elem_type == elem_type, float_stem
 
 
 @pytest.mark.parametrize("runtime", ["openvino", "ort"])
