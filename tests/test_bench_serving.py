@@ -1,8 +1,11 @@
 """bench-serving's arithmetic: Triton's statistics turned into a per-request time split, and the ratios
 and targets of the report (made-up numbers); one live step reads a real server's statistics."""
 
+from pathlib import Path
+
 import pytest
 
+from yolov6_build import contract as c
 from yolov6_build.reports.bench_serving import markdown, ratios
 from yolov6_build.reports.triton_stats import model_statistics, time_split
 
@@ -130,6 +133,27 @@ def test_closed_loop_load_counts_what_the_server_served_and_fails_bad_images_alo
     corrupt = good[0][: len(good[0]) // 3]
     step = closed_loop(server.grpc_url, [good[0], corrupt], users=2, seconds=1.0)
     assert abs(step.failures - step.requests / 2) <= 1
+
+
+@pytest.mark.slow
+def test_the_preprocess_stub_keeps_its_memory_from_request_to_request(server, images):
+    """With glibc's default thresholds the preprocess stub faulted in fresh pages for its image buffers on
+    every request (85 per request on bench-serving's images); the server's malloc settings keep them."""
+    from yolov6_build.reports.cpu_use import _server_processes
+    from yolov6_build.reports.grpc_load import closed_loop
+
+    stub = next(pid for pid, name in _server_processes(server.process.pid, [c.PREPROCESS_MODEL]).items()
+                if name == c.PREPROCESS_MODEL)
+
+    def minor_faults() -> int:  # /proc/PID/stat field 10, after the parenthesised command name
+        return int(Path(f"/proc/{stub}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+    encoded = [p.read_bytes() for p in images]
+    closed_loop(server.grpc_url, encoded, users=2, seconds=0.5)  # every buffer size seen once
+    before = minor_faults()
+    step = closed_loop(server.grpc_url, encoded, users=2, seconds=1.5)
+    assert step.requests >= 10 and step.failures == 0
+    assert (minor_faults() - before) / step.requests < 10
 
 
 def test_a_response_without_every_output_is_incomplete():

@@ -100,6 +100,13 @@ def prepare_server_dir(work_dir: Path) -> Path:
     return target
 
 
+# glibc's defaults gave the preprocess stub fresh pages for its image buffers (0.3-6 MB) on every request:
+# 85 page faults and 0.2 ms of kernel time per request at c=4. A fixed mmap threshold above those buffers
+# and a trim threshold above the stubs' working sets keep freed pages for the next request. (Setting either
+# variable turns off glibc's self-tuning thresholds, so both are set.)
+MALLOC_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": str(16 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20)}
+
+
 def server_environment() -> dict[str, str]:
     root = _pytriton_dir()
     libs = root.parent / "nvidia_pytriton.libs"
@@ -107,6 +114,8 @@ def server_environment() -> dict[str, str]:
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("OMP_NUM_THREADS", "1")  # models set their own thread counts
+    for name, value in MALLOC_SETTINGS.items():
+        env.setdefault(name, value)
     return env
 
 
