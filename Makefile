@@ -18,7 +18,7 @@ QAT ?= $(if $(filter $(DEMO_MODEL),$(CHECKPOINT)),$(DATASET)/annotations/instanc
 SOAK_MINUTES ?= 10
 
 .PHONY: setup setup-services setup-deploy-tools test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt train-repvgg-sgd repopt-report qat-repopt bench-int8 bench-nms \
-	bench-serving bench loadtest soak gpu-check fleet
+	bench-serving bench-serving-ab bench loadtest soak gpu-check fleet
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -117,6 +117,10 @@ bench-nms: build-repo  ## NMS step cost per image (random worst case and the dem
 
 bench-serving: build-repo  ## server vs in-process, OpenCV vs DALI letterbox, FP32 vs INT8 served; c=1..32 (about 7 min)
 	$(CLI) bench-serving model_repository/cpu -o artifacts/reports/bench_serving
+
+bench-serving-ab: setup  ## two CPU repositories A=… B=… served in turn, 3 rounds at c=1,4,32: medians and B / A (about 5 min)
+	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make bench-serving-ab A=model_repository/cpu B=other/cpu"; exit 2; }
+	$(CLI) bench-serving-ab $(A) $(B) -o artifacts/reports/bench_serving_ab
 
 bench: bench-int8 bench-nms bench-serving  ## all benchmarks
 

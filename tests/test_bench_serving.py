@@ -169,3 +169,35 @@ def test_a_response_without_every_output_is_incomplete():
     response.outputs.add(name=OUTPUTS[-1])
     response.raw_output_contents.append(b"\0" * 4)
     assert complete(response.SerializeToString())
+
+
+def _arm(in_process, rps_by_users):
+    return {"in_process": in_process,
+            "served": {u: {"rps": rps, "failures": 0, "p50_ms": 1.0, "vs_in_process": round(rps / in_process, 3),
+                           "machine_cpu_ms": 10.0} for u, rps in rps_by_users.items()}}
+
+
+def test_ab_compares_within_each_round_then_takes_the_median():
+    from yolov6_build.reports.serving_ab import markdown, summary
+
+    # the machine slows down over the rounds; B serves 10% more than A within every round
+    rounds = [{"A": _arm(200.0, {4: speed}), "B": _arm(200.0, {4: round(speed * 1.1, 2)})} for speed in (200.0, 150.0, 100.0)]
+    result = summary(rounds, ["A", "B"])
+    assert result["b_vs_a"] == {4: 1.1}
+    assert result["A"][4] == {"rps": 150.0, "vs_in_process": 0.75, "machine_cpu_ms": 10.0}
+    text = markdown({"repositories": {"A": "a/cpu", "B": "b/cpu"}, "users": [4], "rounds": rounds, "summary": result})
+    assert "| **B / A** req/s | 1.1 |" in text and "| 2 | B | 200.0 | 110.0 (0.55) | 0 |" in text
+
+
+@pytest.mark.slow
+def test_ab_serves_both_repositories_in_every_round(repository, tmp_path):
+    from yolov6_build.reports.serving_ab import serving_ab
+
+    report = serving_ab({"A": repository, "B": repository}, tmp_path, rounds=1, users=(2,), step_seconds=1.0,
+                        seconds=0.5, images=4)
+    (measured,) = report["rounds"]
+    for arm in measured.values():
+        assert arm["in_process"] > 0 and arm["served"][2]["rps"] > 0 and arm["served"][2]["failures"] == 0
+        assert arm["served"][2]["machine_cpu_ms"] > 0
+    assert report["summary"]["b_vs_a"][2] == round(measured["B"]["served"][2]["rps"] / measured["A"]["served"][2]["rps"], 3)
+    assert (tmp_path / "serving_ab.md").is_file() and (tmp_path / "serving_ab.json").is_file()

@@ -68,16 +68,21 @@ def run_soak(args) -> int:
     return 0 if report["passed"] else 1
 
 
+def _served_vs_in_process_options(p, users: str, seconds: float, output: str) -> None:
+    """What bench-serving and bench-serving-ab share: the served steps and the in-process measurement."""
+    p.add_argument("--users", type=users_list, default=users, help="server concurrency steps")
+    p.add_argument("--step-seconds", type=float, default=8.0)
+    p.add_argument("--seconds", type=float, default=seconds, help="per in-process measurement")
+    p.add_argument("-o", "--output", type=Path, default=Path(output))
+
+
 def add_bench_serving(sub) -> None:
     p = sub.add_parser("bench-serving", help="server vs in-process, DALI vs OpenCV decode, FP32 vs INT8 served (one run)")
     p.add_argument("repository", type=Path, nargs="?", default=CPU_REPOSITORY,
                    help="the built INT8 CPU repository (make build-repo)")
     p.add_argument("--checkpoint", type=Path, default=None, help="for the FP32 twin (default: the manifest's)")
     p.add_argument("--images", type=int, default=32, help="synthetic JPEGs of mixed sizes to send")
-    p.add_argument("--users", type=users_list, default="1,2,4,8,16,32", help="server concurrency steps")
-    p.add_argument("--step-seconds", type=float, default=8.0)
-    p.add_argument("--seconds", type=float, default=8.0, help="per in-process measurement")
-    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/bench_serving"))
+    _served_vs_in_process_options(p, "1,2,4,8,16,32", 8.0, "artifacts/reports/bench_serving")
     p.set_defaults(func=run_bench_serving)
 
 
@@ -88,6 +93,30 @@ def run_bench_serving(args) -> int:
                            args.step_seconds, args.seconds)
     print((args.output / "bench_serving.md").read_text())
     return 0 if report["ratios"]["zero_failures"] else 1
+
+
+def add_bench_serving_ab(sub) -> None:
+    p = sub.add_parser("bench-serving-ab", help="two CPU repositories served in turn, round after round (medians, B / A)")
+    p.add_argument("repository_a", type=Path)
+    p.add_argument("repository_b", type=Path)
+    p.add_argument("--labels", default="A,B", help="names of the two in the report (comma-separated)")
+    p.add_argument("--rounds", type=int, default=3)
+    _served_vs_in_process_options(p, "1,4,32", 6.0, "artifacts/reports/bench_serving_ab")
+    p.set_defaults(func=run_bench_serving_ab)
+
+
+def run_bench_serving_ab(args) -> int:
+    from ..reports.serving_ab import serving_ab
+
+    labels = args.labels.split(",")
+    if len(labels) != 2 or len(set(labels)) != 2:
+        raise ConfigError(f"--labels takes two different names, got {args.labels!r}")
+    report = serving_ab(dict(zip(labels, (args.repository_a, args.repository_b))), args.output, args.rounds,
+                        args.users, args.step_seconds, args.seconds)
+    print((args.output / "serving_ab.md").read_text())
+    failed = any(step["failures"] for measured in report["rounds"] for arm in measured.values()
+                 for step in arm["served"].values())
+    return 1 if failed else 0
 
 
 def add_bench_nms(sub) -> None:
@@ -162,4 +191,4 @@ def run_fleet(args) -> int:
     return 1 if any(d["step"]["failures"] for d in report["disruptions"]) else 0
 
 
-COMMANDS = (add_loadtest, add_soak, add_bench_serving, add_bench_nms, add_gpu_check, add_fleet)
+COMMANDS = (add_loadtest, add_soak, add_bench_serving, add_bench_serving_ab, add_bench_nms, add_gpu_check, add_fleet)
