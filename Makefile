@@ -119,7 +119,7 @@ bench-serving: build-repo  ## server vs in-process, OpenCV vs DALI letterbox, FP
 	$(CLI) bench-serving model_repository/cpu -o artifacts/reports/bench_serving
 
 bench-serving-ab: setup  ## two CPU repositories A=… B=… served in turn, 3 rounds at c=1,4,32: medians and B / A (about 5 min)
-	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make bench-serving-ab A=model_repository/cpu B=other/cpu"; exit 2; }
+	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make bench-serving-ab A=model_repository/cpu B=other/cpu (built repositories)"; exit 2; }
 	$(CLI) bench-serving-ab $(A) $(B) -o artifacts/reports/bench_serving_ab
 
 bench: bench-int8 bench-nms bench-serving  ## all benchmarks

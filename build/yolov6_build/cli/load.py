@@ -69,7 +69,8 @@ def run_soak(args) -> int:
 
 
 def _served_vs_in_process_options(p, users: str, seconds: float, output: str) -> None:
-    """What bench-serving and bench-serving-ab share: the served steps and the in-process measurement."""
+    """What bench-serving and bench-serving-ab share: the images, the served steps, the in-process measurement."""
+    p.add_argument("--images", type=int, default=32, help="synthetic JPEGs of mixed sizes to send")
     p.add_argument("--users", type=users_list, default=users, help="server concurrency steps")
     p.add_argument("--step-seconds", type=float, default=8.0)
     p.add_argument("--seconds", type=float, default=seconds, help="per in-process measurement")
@@ -81,7 +82,6 @@ def add_bench_serving(sub) -> None:
     p.add_argument("repository", type=Path, nargs="?", default=CPU_REPOSITORY,
                    help="the built INT8 CPU repository (make build-repo)")
     p.add_argument("--checkpoint", type=Path, default=None, help="for the FP32 twin (default: the manifest's)")
-    p.add_argument("--images", type=int, default=32, help="synthetic JPEGs of mixed sizes to send")
     _served_vs_in_process_options(p, "1,2,4,8,16,32", 8.0, "artifacts/reports/bench_serving")
     p.set_defaults(func=run_bench_serving)
 
@@ -108,11 +108,11 @@ def add_bench_serving_ab(sub) -> None:
 def run_bench_serving_ab(args) -> int:
     from ..reports.serving_ab import serving_ab
 
-    labels = args.labels.split(",")
-    if len(labels) != 2 or len(set(labels)) != 2:
+    labels = [label.strip() for label in args.labels.split(",")]
+    if len(labels) != 2 or len(set(labels)) != 2 or not all(labels):
         raise ConfigError(f"--labels takes two different names, got {args.labels!r}")
     report = serving_ab(dict(zip(labels, (args.repository_a, args.repository_b))), args.output, args.rounds,
-                        args.users, args.step_seconds, args.seconds)
+                        args.users, args.step_seconds, args.seconds, args.images)
     print((args.output / "serving_ab.md").read_text())
     failed = any(step["failures"] for measured in report["rounds"] for arm in measured.values()
                  for step in arm["served"].values())

@@ -1,11 +1,12 @@
 """``bench-serving-ab``: two CPU repositories served in turn, round after round: which configuration serves more.
 
 This machine's speed drifts by 10-30% within minutes, so a sweep of one repository and then one of the
-other compares the drift as much as the configurations. Each round here measures, for A and then for B,
-the in-process pipeline of that repository (``bench_serving.in_process_rates``) and then its server at
-each concurrency (``bench_serving.served_steps``: req/s, Triton's time split, CPU per process). The
-report gives every round and, per concurrency, the medians over rounds: req/s, served / in-process, machine
-CPU per request, and B / A taken within each round.
+other compares the drift as much as the configurations. Each round here measures both (A first in even
+rounds, B first in odd ones), each as the in-process pipeline of that repository
+(``bench_serving.in_process_rates``) and then its server at each concurrency
+(``bench_serving.served_steps``: req/s, Triton's time split, CPU per process). The report gives every
+round and, per concurrency, the medians over rounds: req/s, served / in-process, machine CPU per request,
+and B / A taken within each round.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 
 
 def _arm(repository: Path, out: Path, encoded: list[bytes], users, step_seconds: float, seconds: float) -> dict:
-    """One repository's in-process baseline (its own detector, runtime and letterbox) and served steps."""
+    """One repository's in-process baseline (its own detector, runtime and letterbox) and served steps, keyed
+    by the concurrency as text (the keys survive the JSON report)."""
     from .. import contract as c
     from ..build_repo import read_manifest
     from .bench_serving import in_process_rates, repository_settings, served_steps
@@ -27,30 +29,35 @@ def _arm(repository: Path, out: Path, encoded: list[bytes], users, step_seconds:
                                   config["input_hw"], encoded, config["max_batch_size"], seconds)
     steps = served_steps(repository, out, encoded, users, step_seconds)
     return {"in_process": in_process["best"],
-            "served": {s["users"]: {"rps": s["rps"], "failures": s["failures"], "p50_ms": s["p50_ms"],
-                                    "vs_in_process": round(s["rps"] / in_process["best"], 3),
-                                    "machine_cpu_ms": s["cpu_ms"].get("machine")} for s in steps}}
+            "served": {str(s["users"]): {**s, "vs_in_process": round(s["rps"] / in_process["best"], 3),
+                                         "machine_cpu_ms": s["cpu_ms"].get("machine")} for s in steps}}
+
+
+MEDIANS = ("rps", "vs_in_process", "machine_cpu_ms")
 
 
 def summary(rounds: list[dict], labels: list[str]) -> dict:
-    """Per label and concurrency, the medians over rounds; ``b_vs_a``: the median of B's req/s over A's,
-    each pair from one round."""
+    """``medians``: per label and concurrency, the medians over rounds (and the failed requests of all rounds);
+    ``b_vs_a``: the median of B's req/s over A's, each pair from one round."""
     a, b = labels
-    users = sorted(rounds[0][a]["served"])
+    users = list(rounds[0][a]["served"])
 
     def median(label, user, key):
         values = [r[label]["served"][user][key] for r in rounds if r[label]["served"][user][key] is not None]
         return round(statistics.median(values), 3) if values else None
 
-    result = {label: {user: {key: median(label, user, key) for key in ("rps", "vs_in_process", "machine_cpu_ms")}
-                      for user in users} for label in labels}
-    result["b_vs_a"] = {user: round(statistics.median(r[b]["served"][user]["rps"] / r[a]["served"][user]["rps"]
-                                                      for r in rounds), 3) for user in users}
-    return result
+    medians = {label: {user: {**{key: median(label, user, key) for key in MEDIANS},
+                              "failures": sum(r[label]["served"][user]["failures"] for r in rounds)}
+                       for user in users} for label in labels}
+    b_vs_a = {user: round(statistics.median(r[b]["served"][user]["rps"] / r[a]["served"][user]["rps"] for r in rounds),
+                          3) for user in users}
+    return {"medians": medians, "b_vs_a": b_vs_a}
 
 
 def serving_ab(repositories: dict[str, Path], out_dir: Path, rounds: int = 3, users=(1, 4, 32),
                step_seconds: float = 8.0, seconds: float = 6.0, images: int = 32) -> dict:
+    """Odd rounds measure B first: a drift within a round then favours neither. The report is rewritten after
+    every round, so a failure late in a long run keeps the rounds before it."""
     from ..demo import sample_images
     from ..errors import ConfigError
 
@@ -61,30 +68,38 @@ def serving_ab(repositories: dict[str, Path], out_dir: Path, rounds: int = 3, us
     out = Path(out_dir)
     encoded = [p.read_bytes() for p in sample_images(out / "images", images)]
     labels = list(repositories)
-    measured = []
+    report = {"repositories": {k: str(v) for k, v in repositories.items()}, "users": [str(u) for u in users],
+              "rounds": []}
     for index in range(rounds):
-        measured.append({label: _arm(Path(repo), out / f"round_{index}_{n}", encoded, users, step_seconds, seconds)
-                         for n, (label, repo) in enumerate(repositories.items())})
-    report = {"repositories": {k: str(v) for k, v in repositories.items()}, "users": list(users),
-              "rounds": measured, "summary": summary(measured, labels)}
-    (out / "serving_ab.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "serving_ab.md").write_text(markdown(report))
+        order = labels if index % 2 == 0 else labels[::-1]
+        measured = {label: _arm(Path(repositories[label]), out / f"round_{index}_{label}", encoded, users,
+                                step_seconds, seconds) for label in order}
+        report["rounds"].append({label: measured[label] for label in labels})
+        report["summary"] = summary(report["rounds"], labels)
+        (out / "serving_ab.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "serving_ab.md").write_text(markdown(report))
     return report
 
 
 def markdown(report: dict) -> str:
-    labels, users, s = list(report["repositories"]), report["users"], report["summary"]
-    cells = lambda row: " | ".join(str(row[u]) for u in users)  # noqa: E731
+    labels, users = list(report["repositories"]), report["users"]
+    medians, b_vs_a = report["summary"]["medians"], report["summary"]["b_vs_a"]
+
+    def row(name: str, values: dict) -> str:
+        return f"| {name} | " + " | ".join(str(values[u]) for u in users) + " |"
+
     lines = ["# Two repositories served in turn, round after round", "",
              *(f"- {label}: `{path}`" for label, path in report["repositories"].items()), "",
-             f"Medians over {len(report['rounds'])} round(s) (B / A: within each round, then the median):", "",
+             f"Medians over {len(report['rounds'])} round(s) (B / A: within each round, then the median; "
+             "odd rounds measure B first):", "",
              "| | " + " | ".join(f"c={u}" for u in users) + " |", "|---" * (len(users) + 1) + "|"]
     for label in labels:
         for key, name in (("rps", "req/s"), ("vs_in_process", "served / in-process"),
-                          ("machine_cpu_ms", "machine CPU ms / request")):
-            lines.append(f"| {label} {name} | " + cells({u: s[label][u][key] for u in users}) + " |")
-    lines.append(f"| **{labels[1]} / {labels[0]}** req/s | " + cells(s["b_vs_a"]) + " |")
-    lines += ["", "Every round (in-process: best batch img/s; served: req/s, served / in-process in brackets):", "",
+                          ("machine_cpu_ms", "machine CPU ms / request"), ("failures", "failed requests (all rounds)")):
+            lines.append(row(f"{label} {name}", {u: medians[label][u][key] for u in users}))
+    lines.append(row(f"**{labels[1]} / {labels[0]}** req/s", b_vs_a))
+    lines += ["", "Every round (in-process: best batch img/s; served: req/s, served / in-process in brackets; CPU ms "
+              "per request by process and Triton's time split per step are in serving_ab.json):", "",
               "| round | repository | in-process | " + " | ".join(f"c={u}" for u in users) + " | failures |",
               "|---" * (len(users) + 4) + "|"]
     for index, measured in enumerate(report["rounds"]):
