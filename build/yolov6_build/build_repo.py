@@ -74,7 +74,7 @@ def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", dete
     write_repository(cfg, out_dir, WARMUP_JPEG.read_bytes())
     version_dir = out_dir / c.DETECTOR_MODEL / "1"
     if flavour == "cpu":
-        target = version_dir / "model.onnx"
+        target = served_cpu_detector(out_dir)
         if detector_onnx is not None:
             target.write_bytes(Path(detector_onnx).read_bytes())
         else:
@@ -123,6 +123,11 @@ def _engine_inputs(out_dir: Path, model, cfg: RepositoryConfig, detector_onnx: P
             "precision": "int8" if detector_onnx is not None else "fp16",
             "fp16_baseline_onnx": fp32.relative_to(out_dir).as_posix(), "plan": f"{c.DETECTOR_MODEL}/1/model.plan",
             "input_hw": list(cfg.input_hw), "max_batch_size": cfg.max_batch_size}
+
+
+def served_cpu_detector(repository: Path) -> Path:
+    """The detector graph a built cpu repository serves (what ``build_repository`` writes there)."""
+    return Path(repository) / c.DETECTOR_MODEL / "1" / "model.onnx"
 
 
 def read_manifest(repository: Path) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..contract import DETECTOR_MODEL
 from ..demo import DEMO_QAT_IMAGES
 from ..errors import BuildError, ConfigError
 from ..repository import FLAVOURS, QUEUE_DELAY_US, RepositoryConfig
@@ -156,9 +155,10 @@ def add_eval_server(sub) -> None:
 def run_eval_server(args) -> int:
     from yolov6_client.cli import main as client_main
 
+    from ..build_repo import served_cpu_detector
     from ..server import ServerOptions, TritonServer
 
-    detector = args.repository / DETECTOR_MODEL / "1" / "model.onnx"
+    detector = served_cpu_detector(args.repository)
     settings = json.loads((args.repository / "repository.json").read_text())
     served = ["--compare-runtime", settings.get("detector_runtime", "ort"),
               "--compare-preprocess", settings.get("cpu_preprocess", "dali")]  # repositories before the option: dali

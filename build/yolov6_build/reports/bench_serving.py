@@ -132,7 +132,7 @@ def twin(repository: Path, manifest: dict, out: Path, checkpoint: Path | None = 
 
 def bench_serving(int8_repository: Path, out_dir: Path, checkpoint: Path | None = None, images: int = 32,
                   users=(1, 2, 4, 8, 16, 32), step_seconds: float = 8.0, seconds: float = 8.0) -> dict:
-    from ..build_repo import build_repository, read_manifest
+    from ..build_repo import build_repository, read_manifest, served_cpu_detector
     from ..demo import sample_images
     from ..pipeline import PREPROCESSORS
     from ..runtime import RUNTIMES
@@ -158,7 +158,7 @@ def bench_serving(int8_repository: Path, out_dir: Path, checkpoint: Path | None 
                     "machine_cores": os.cpu_count(),
                     "preprocess": preprocess_rates(input_hw, encoded, batch, seconds), "runs": {}}
     for label, (repo, runtime, letterbox) in repos.items():
-        detector = repo / c.DETECTOR_MODEL / "1" / "model.onnx"
+        detector = served_cpu_detector(repo)
         before = in_process_rates(detector, runtime, letterbox, input_hw, encoded, batch, seconds)
         steps = served_steps(repo, out / f"served_{label.replace(' ', '_')}", encoded, users, step_seconds)
         in_process = bracketed(before, in_process_rates(detector, runtime, letterbox, input_hw, encoded, batch,

@@ -19,14 +19,13 @@ from pathlib import Path
 def _arm(repository: Path, out: Path, encoded: list[bytes], users, step_seconds: float, seconds: float) -> dict:
     """One repository's in-process baseline (its own detector, runtime and letterbox) and served steps, keyed
     by the concurrency as text (the keys survive the JSON report)."""
-    from .. import contract as c
-    from ..build_repo import read_manifest
+    from ..build_repo import read_manifest, served_cpu_detector
     from .bench_serving import in_process_rates, repository_settings, served_steps
 
     config = repository_settings(read_manifest(repository))
-    detector = repository / c.DETECTOR_MODEL / "1" / "model.onnx"
-    in_process = in_process_rates(detector, config["detector_runtime"], config["cpu_preprocess"],
-                                  config["input_hw"], encoded, config["max_batch_size"], seconds)
+    in_process = in_process_rates(served_cpu_detector(repository), config["detector_runtime"],
+                                  config["cpu_preprocess"], config["input_hw"], encoded, config["max_batch_size"],
+                                  seconds)
     steps = served_steps(repository, out, encoded, users, step_seconds)
     return {"in_process": in_process["best"],
             "served": {str(s["users"]): {**s, "vs_in_process": round(s["rps"] / in_process["best"], 3),
