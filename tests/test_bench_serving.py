@@ -198,8 +198,11 @@ def test_ab_compares_within_each_round_then_takes_the_median():
     result = summary(rounds, ["A", "B"])
     assert result["b_vs_a"] == {"4": 1.05}
     assert result["medians"]["A"]["4"] == {"rps": 150.0, "vs_in_process": 0.75, "machine_cpu_ms": 10.0, "failures": 0}
-    text = markdown({"repositories": {"A": "a/cpu", "B": "b/cpu"}, "users": ["4"], "rounds": rounds, "summary": result})
+    machine = {"cpu": "Example CPU", "cores": 2, "isa": ["avx2"]}
+    text = markdown({"repositories": {"A": "a/cpu", "B": "b/cpu"}, "users": ["4"], "machine": machine, "rounds": rounds,
+                     "summary": result})
     assert "| **B / A** req/s | 1.05 |" in text and "| 1 | B | 200.0 | 180.0 (0.90) | 0 |" in text
+    assert "Machine: Example CPU, 2 cores (avx2); no CPU runtime." in text
 
 
 @pytest.mark.slow

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .machine import describe_machine, machine_line
+
 log = logging.getLogger(__name__)
 
 PATHS = ("openvino_fp32", "nncf_int8", "ort_stock_int8", "bundle_openvino", "bundle_ort", "qdq_openvino")
@@ -153,7 +155,8 @@ def bench_int8(out_dir: Path, sizes=("n", "s"), hw=(640, 640), batches=(1, 8), s
         demo_rows, accuracy = _demo(demo_checkpoint, val_annotations, calib_dir, out / "demo", batches, seconds,
                                     threads, demo_repository)
         rows += demo_rows
-    report = {"rows": rows, "map50_95": accuracy, "paths": list(PATHS), "served": SERVED, "profiles": profiled}
+    report = {"rows": rows, "map50_95": accuracy, "paths": list(PATHS), "served": SERVED, "profiles": profiled,
+              "machine": describe_machine()}
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_int8.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "bench_int8.md").write_text(markdown(report))
@@ -202,6 +205,7 @@ def markdown(report: dict) -> str:
              "ort_stock_int8": "ORT quantize_static INT8 (stock)", "bundle_openvino": "**bundle INT8 CPU graph, OpenVINO (served)**",
              "bundle_ort": "bundle INT8 CPU graph, ORT", "qdq_openvino": "bundle Q/DQ as TensorRT's, OpenVINO"}
     lines = ["# CPU INT8: the served detector vs the stock CPU paths (img/s, one run)", "",
+             *([machine_line(report["machine"]), ""] if "machine" in report else []),
              "| model | batch | " + " | ".join(names[p] for p in PATHS) + " | served / fastest stock INT8 | "
              "served / OpenVINO FP32 |", "|---" * (len(PATHS) + 4) + "|"]
     for r in report["rows"]:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .. import contract as c
 from ..errors import ConfigError
+from .machine import describe_machine, machine_line
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ def bench_serving(int8_repository: Path, out_dir: Path, checkpoint: Path | None 
     build_repository(checkpoint or Path(manifest["checkpoint"]["path"]), fp32, "cpu", **config)
     repos["fp32"] = (fp32, default_runtime, preprocess)
     report: dict = {"input_hw": list(input_hw), "images": len(encoded), "batch": batch, "users": list(users),
-                    "machine_cores": os.cpu_count(),
+                    "machine_cores": os.cpu_count(), "machine": describe_machine(),
                     "preprocess": preprocess_rates(input_hw, encoded, batch, seconds), "runs": {}}
     for label, (repo, runtime, letterbox) in repos.items():
         detector = served_cpu_detector(repo)
@@ -209,6 +210,7 @@ def markdown(report: dict) -> str:
     h, w = report["input_hw"]
     pre, r = report["preprocess"], report["ratios"]
     lines = [f"# Serving benchmark ({h}x{w}, {report['images']} synthetic JPEGs of mixed sizes, one run)", "",
+             *([machine_line(report["machine"]), ""] if "machine" in report else []),
              f"Preprocessing alone (batch {report['batch']}): DALI CPU {pre['dali']:.1f} img/s, OpenCV decode + "
              f"letterbox {pre['opencv']:.1f} img/s ({pre['dali'] / pre['opencv']:.2f}x).", "",
              "In-process: the mean of a measurement before and one after the served sweep (best of each in "

@@ -15,6 +15,8 @@ import json
 import statistics
 from pathlib import Path
 
+from .machine import describe_machine, machine_line
+
 
 def _arm(repository: Path, out: Path, encoded: list[bytes], users, step_seconds: float, seconds: float) -> dict:
     """One repository's in-process baseline (its own detector, runtime and letterbox) and served steps, keyed
@@ -68,7 +70,7 @@ def serving_ab(repositories: dict[str, Path], out_dir: Path, rounds: int = 3, us
     encoded = [p.read_bytes() for p in sample_images(out / "images", images)]
     labels = list(repositories)
     report = {"repositories": {k: str(v) for k, v in repositories.items()}, "users": [str(u) for u in users],
-              "rounds": []}
+              "machine": describe_machine(), "rounds": []}
     for index in range(rounds):
         order = labels if index % 2 == 0 else labels[::-1]
         measured = {label: _arm(Path(repositories[label]), out / f"round_{index}_{label}", encoded, users,
@@ -88,6 +90,7 @@ def markdown(report: dict) -> str:
         return f"| {name} | " + " | ".join(str(values[u]) for u in users) + " |"
 
     lines = ["# Two repositories served in turn, round after round", "",
+             *([machine_line(report["machine"]), ""] if "machine" in report else []),
              *(f"- {label}: `{path}`" for label, path in report["repositories"].items()), "",
              f"Medians over {len(report['rounds'])} round(s) (B / A: within each round, then the median; "
              "odd rounds measure B first):", "",
