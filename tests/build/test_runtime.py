@@ -260,3 +260,13 @@ def test_profiles_of_both_runtimes_split_the_served_graph_by_op_group(quantized,
                            rounds=2, runs=2)
     assert all(set(groups) <= set(GROUPS) and groups["conv int8"] > 0 for groups in result.values())
     assert "conv float" not in result["openvino"]  # every conv of the served graph runs in int8 there
+
+
+def test_kernel_precision_reads_both_spellings_of_openvino_kernel_names():
+    from yolov6_build.reports.profile_cpu import _group, kernel_precision
+
+    # VNNI kernels end in "_I8", AMX kernels in "_i8": both are integer convolutions
+    for name in ("brgconv_avx512_core_vnni_I8", "brgconv_avx512_amx_i8", "jit_avx512_amx_1x1_i8"):
+        assert _group("Convolution", kernel_precision(name)) == "conv int8"
+    assert kernel_precision("brgconv_avx512_amx_bf16") == "BF16" and kernel_precision("unknown") == ""
+    assert _group("Convolution", kernel_precision("brgconv_avx512_amx_bf16")) == "conv float"

@@ -37,6 +37,13 @@ def _group(node_type: str, precision: str) -> str:
     return "other"
 
 
+def kernel_precision(exec_type: str) -> str:
+    """The precision at the end of an OpenVINO kernel name, upper case: ``brgconv_avx512_core_vnni_I8`` and
+    ``brgconv_avx512_amx_i8`` (the AMX kernels spell it in lower case) are both "I8"; "" if none."""
+    found = re.search(r"_(I8|U8|FP32|BF16|F16|I32)$", exec_type, re.IGNORECASE)
+    return found[1].upper() if found else ""
+
+
 class OpenVinoProfile:
     """OpenVINO CPU plugin compiled as served: ``OpenVinoDetector``'s settings and its static batch shape
     (the dynamic batch axis compiles differently: on the bundle's graphs it left the stem's output
@@ -57,8 +64,8 @@ class OpenVinoProfile:
             for info in self.request.profiling_info:
                 if info.status != info.Status.EXECUTED:
                     continue
-                precision = (re.search(r"_(I8|U8|FP32|BF16|F16|I32)$", info.exec_type) or [None, ""])[1]
-                self.totals[_group(info.node_type, precision)] += info.real_time.total_seconds() * 1e3
+                self.totals[_group(info.node_type, kernel_precision(info.exec_type))] += \
+                    info.real_time.total_seconds() * 1e3
         self.runs += runs
 
     def groups(self) -> dict[str, float]:
