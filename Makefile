@@ -15,6 +15,8 @@ DATASET := artifacts/datasets/synthetic
 CALIB ?= $(DATASET)/calib
 # labelled images for QAT in build-repo: the demo model's own training set; empty (PTQ only) for other checkpoints
 QAT ?= $(if $(filter $(DEMO_MODEL),$(CHECKPOINT)),$(DATASET)/annotations/instances_train.json,)
+# layers build-repo keeps float, by module name (README, "INT8 on the CPU": the head's 3x3 convs on CPUs with AMX)
+EXCLUDE ?=
 SOAK_MINUTES ?= 10
 
 .PHONY: setup setup-services setup-deploy-tools test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt train-repvgg-sgd repopt-report qat-repopt bench-int8 bench-nms \
@@ -54,8 +56,8 @@ test: setup setup-services setup-deploy-tools  ## run the test suite (CPU only; 
 demo: setup  ## build the CPU repository from the demo model, serve it, detect sample images, stop
 	$(CLI) demo --checkpoint $(DEMO_MODEL)
 
-build-repo: dataset  ## INT8 model_repository/$(FLAVOUR) from $(CHECKPOINT): PTQ on $(CALIB), then QAT on $(QAT) if set (FLAVOUR=cpu|gpu)
-	$(CLI) build-repo $(CHECKPOINT) --flavour $(FLAVOUR) --calib $(CALIB) $(if $(QAT),--qat $(QAT))
+build-repo: dataset  ## INT8 model_repository/$(FLAVOUR) from $(CHECKPOINT): PTQ on $(CALIB), then QAT on $(QAT) if set (FLAVOUR=cpu|gpu; EXCLUDE=layers kept float)
+	$(CLI) build-repo $(CHECKPOINT) --flavour $(FLAVOUR) --calib $(CALIB) $(if $(QAT),--qat $(QAT)) $(if $(EXCLUDE),--exclude $(EXCLUDE))
 
 serve: setup  ## serve model_repository/cpu on 127.0.0.1 (8000 http, 8001 grpc, 8002 metrics) until Ctrl-C; builds it first if needed
 	@if [ "$(FLAVOUR)" = gpu ]; then echo "the gpu repository is served by the Triton container: see README, 'The GPU flavour'"; exit 2; fi

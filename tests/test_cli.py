@@ -83,6 +83,18 @@ def test_configuration_errors_exit_2(tmp_path, capsys):
     assert "max_batch_size must be >= 1" in capsys.readouterr().err
 
 
+def test_build_repo_and_quantize_read_the_same_ptq_options():
+    from yolov6_build.cli.quantize import ptq_config
+
+    options = ["--calib", "calib/", "--calibrator", "percentile", "--percentile", "99.9", "--exclude",
+               "detect.cls_convs.0.block.conv", "detect.reg_convs.0.block.conv", "--float-stem"]
+    configs = [ptq_config(build_parser().parse_args([command, "model.pt", *options]))
+               for command in ("build-repo", "quantize", "sensitivity")]
+    assert configs[0] == configs[1] == configs[2]
+    assert configs[0].exclude == ("detect.cls_convs.0.block.conv", "detect.reg_convs.0.block.conv")
+    assert configs[0].percentile == 99.9 and configs[0].calibrator == "percentile" and configs[0].float_stem
+
+
 def test_served_admin_key_comes_from_the_secret_file_or_the_environment(tmp_path, monkeypatch):
     from yolov6_build.cli.common import admin_key_from_environment
     from yolov6_build.errors import ConfigError

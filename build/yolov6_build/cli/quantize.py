@@ -16,13 +16,24 @@ CALIB_IMAGES = default_of(QuantizeStageConfig, "calib_images")
 
 
 def add_calibration_options(p: argparse.ArgumentParser) -> None:
-    """How activation ranges are calibrated; shared by quantize, sensitivity and build-repo."""
+    """How activation ranges are calibrated and which layers stay float; shared by quantize, sensitivity and
+    build-repo (``ptq_config`` reads them)."""
     p.add_argument("--calibrator", choices=CALIBRATORS, default=CALIBRATOR,
                    help=f"activation range method (default {CALIBRATOR})")
+    p.add_argument("--percentile", type=float, default=default_of(PtqConfig, "percentile"),
+                   help="for --calibrator percentile (default %(default)s)")
     p.add_argument("--calib-images", type=int, default=CALIB_IMAGES,
                    help=f"calibration images used (default {CALIB_IMAGES})")
     p.add_argument("--float-stem", action="store_true",
                    help="keep the stem (the first conv) float; by default it is INT8 like every other conv")
+    p.add_argument("--exclude", nargs="*", default=[], metavar="LAYER",
+                   help="layers kept in float, by module name (e.g. detect.cls_preds.0; README: on CPUs with AMX, "
+                        "the head's 3x3 convs)")
+
+
+def ptq_config(args) -> PtqConfig:
+    return PtqConfig(calibrator=args.calibrator, percentile=args.percentile, exclude=tuple(args.exclude or ()),
+                     float_stem=args.float_stem)
 
 
 def add_qat_options(p: argparse.ArgumentParser) -> None:
@@ -51,16 +62,7 @@ def _add_ptq_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, help="input checkpoint (any supported format)")
     p.add_argument("--calib", type=Path, required=True, help="calibration images: a folder or a COCO instances_*.json")
     add_calibration_options(p)
-    p.add_argument("--percentile", type=float, default=default_of(PtqConfig, "percentile"),
-                   help="for --calibrator percentile (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=default_of(QuantizeStageConfig, "batch_size"))
-    p.add_argument("--exclude", nargs="*", default=[], metavar="LAYER",
-                   help="layers kept in float, by module name (e.g. detect.cls_preds.0)")
-
-
-def _ptq_config(args) -> PtqConfig:
-    return PtqConfig(calibrator=args.calibrator, percentile=args.percentile, exclude=tuple(args.exclude or ()),
-                     float_stem=args.float_stem)
 
 
 def _add_report_inputs(p: argparse.ArgumentParser, output: Path) -> None:
@@ -93,7 +95,7 @@ def add_quantize(sub) -> None:
 def run_quantize(args) -> int:
     from ..quantize.stage import run_quantize as quantize
 
-    cfg = QuantizeStageConfig(ptq=_ptq_config(args), calib_images=args.calib_images, batch_size=args.batch_size,
+    cfg = QuantizeStageConfig(ptq=ptq_config(args), calib_images=args.calib_images, batch_size=args.batch_size,
                               float_top_k=args.float_top_k, auto_budget_points=args.auto_budget,
                               sensitivity_images=args.sensitivity_images,
                               val_annotations=str(args.val) if args.val else None, val_limit=args.val_limit,
@@ -143,7 +145,7 @@ def run_sensitivity(args) -> int:
 
     model, info = load_deploy_model(args.checkpoint)
     batches = load_batches(args.calib, info.input_hw, args.calib_images, args.batch_size)
-    quant = quantize_ptq(model, batches, _ptq_config(args))
+    quant = quantize_ptq(model, batches, ptq_config(args))
     probe = load_batches(args.calib, info.input_hw, args.images, args.batch_size, seed=1)
     map_fn = map_evaluator(CocoDataset(args.val), info.input_hw, args.val_limit) if args.val else None
     results = analyse(model, quant, probe, map_fn)

@@ -12,7 +12,7 @@ from ..pipeline import PREPROCESSORS
 from ..runtime import RUNTIMES
 from .common import CPU_REPOSITORY, DEMO_CHECKPOINT, VAL_ANNOTATIONS, add_server_options, default_of, image_size, \
     log, server_from_args
-from .quantize import add_calibration_options, add_qat_options, add_scale_sharing, qat_config
+from .quantize import add_calibration_options, add_qat_options, add_scale_sharing, ptq_config, qat_config
 
 # build-repo flag -> (RepositoryConfig field, type, help); an unset flag keeps the config's default
 REPOSITORY_OPTIONS = {
@@ -66,12 +66,10 @@ def run_build_repo(args) -> int:
     overrides = {name: getattr(args, name) for name in names}
     quantize_config = None
     if args.calib:
-        from ..quantize.ptq import PtqConfig
         from ..quantize.stage import QuantizeStageConfig
 
-        ptq = PtqConfig(calibrator=args.calibrator, float_stem=args.float_stem)
-        quantize_config = QuantizeStageConfig(ptq=ptq, calib_images=args.calib_images, scale_sharing=args.scale_sharing,
-                                              qat=qat_config(args))
+        quantize_config = QuantizeStageConfig(ptq=ptq_config(args), calib_images=args.calib_images,
+                                              scale_sharing=args.scale_sharing, qat=qat_config(args))
     elif args.qat:
         raise ConfigError("--qat fine-tunes the calibrated model: give --calib too")
     build_repository(args.checkpoint, args.output or Path("model_repository") / args.flavour, args.flavour,
