@@ -3,7 +3,7 @@ and the runtimes' versions.
 
 The same command reads differently on another CPU. On one with AMX tiles OpenVINO runs an FP32 graph's
 layers in bf16 on them by default, and at 320 pixels an INT8 convolution there costs about what a bf16
-one does: INT8 over "FP32" fell from 1.5-2x to 1.15-1.45x on the demo model between two machines of this
+one does: INT8 over "FP32" fell from 1.5-2x to 1.15-1.46x on the demo model between two machines of this
 project. Each benchmark report therefore names its machine, so a number is read with it.
 """
 
@@ -59,4 +59,4 @@ def machine_line(machine: dict) -> str:
     if "onnxruntime" in machine:
         runtimes.append(f"ONNX Runtime {machine['onnxruntime']}")
     isa = ", ".join(machine["isa"]) or "none of " + ", ".join(ISA_FLAGS)
-    return f"Machine: {machine['cpu']}, {machine['cores']} cores ({isa}); " + ", ".join(runtimes or ["no CPU runtime"]) + "."
+    return f"Machine: {machine['cpu']}, {machine['cores']} cores ({isa}); {', '.join(runtimes or ['no CPU runtime'])}."
