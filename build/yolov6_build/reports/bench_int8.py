@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .machine import describe_machine, machine_line
+from .machine import describe_machine, machine_header
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def markdown(report: dict) -> str:
              "ort_stock_int8": "ORT quantize_static INT8 (stock)", "bundle_openvino": "**bundle INT8 CPU graph, OpenVINO (served)**",
              "bundle_ort": "bundle INT8 CPU graph, ORT", "qdq_openvino": "bundle Q/DQ as TensorRT's, OpenVINO"}
     lines = ["# CPU INT8: the served detector vs the stock CPU paths (img/s, one run)", "",
-             *([machine_line(report["machine"]), ""] if "machine" in report else []),
+             *machine_header(report),
              "| model | batch | " + " | ".join(names[p] for p in PATHS) + " | served / fastest stock INT8 | "
              "served / OpenVINO FP32 |", "|---" * (len(PATHS) + 4) + "|"]
     for r in report["rows"]:

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from .. import contract as c
 from ..errors import ConfigError
-from .machine import describe_machine, machine_line
+from .machine import describe_machine, machine_header
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +155,7 @@ def bench_serving(int8_repository: Path, out_dir: Path, checkpoint: Path | None 
     build_repository(checkpoint or Path(manifest["checkpoint"]["path"]), fp32, "cpu", **config)
     repos["fp32"] = (fp32, default_runtime, preprocess)
     report: dict = {"input_hw": list(input_hw), "images": len(encoded), "batch": batch, "users": list(users),
-                    "machine_cores": os.cpu_count(), "machine": describe_machine(),
+                    "machine": describe_machine(),
                     "preprocess": preprocess_rates(input_hw, encoded, batch, seconds), "runs": {}}
     for label, (repo, runtime, letterbox) in repos.items():
         detector = served_cpu_detector(repo)
@@ -210,7 +209,7 @@ def markdown(report: dict) -> str:
     h, w = report["input_hw"]
     pre, r = report["preprocess"], report["ratios"]
     lines = [f"# Serving benchmark ({h}x{w}, {report['images']} synthetic JPEGs of mixed sizes, one run)", "",
-             *([machine_line(report["machine"]), ""] if "machine" in report else []),
+             *machine_header(report),
              f"Preprocessing alone (batch {report['batch']}): DALI CPU {pre['dali']:.1f} img/s, OpenCV decode + "
              f"letterbox {pre['opencv']:.1f} img/s ({pre['dali'] / pre['opencv']:.2f}x).", "",
              "In-process: the mean of a measurement before and one after the served sweep (best of each in "
@@ -237,7 +236,7 @@ def markdown(report: dict) -> str:
             lines.append(f"| {label} | {s['users']} | {s['rps']} | {s['vs_in_process']:.2f} | {s['p50_ms']:g} | "
                          f"{_split_cells(s)} |")
     lines += ["", "Where the CPU goes (CPU ms per request, per process; the machine has "
-              f"{report.get('machine_cores', '?')} cores; the load generator is this report's own closed-loop gRPC "
+              f"{report.get('machine', {}).get('cores', '?')} cores; the load generator is this report's own closed-loop gRPC "
               "threads). The "
               "in-process pipeline had the machine to itself; the served one shares it with the load generator, so "
               "in-process CPU per image over the server's CPU per request is the server's own efficiency.", "",

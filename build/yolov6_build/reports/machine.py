@@ -60,3 +60,8 @@ def machine_line(machine: dict) -> str:
         runtimes.append(f"ONNX Runtime {machine['onnxruntime']}")
     isa = ", ".join(machine["isa"]) or "none of " + ", ".join(ISA_FLAGS)
     return f"Machine: {machine['cpu']}, {machine['cores']} cores ({isa}); {', '.join(runtimes or ['no CPU runtime'])}."
+
+
+def machine_header(report: dict) -> list[str]:
+    """A report's markdown lines naming its machine, then a blank line; none for a report without one."""
+    return [machine_line(report["machine"]), ""] if "machine" in report else []

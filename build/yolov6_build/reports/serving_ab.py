@@ -15,7 +15,7 @@ import json
 import statistics
 from pathlib import Path
 
-from .machine import describe_machine, machine_line
+from .machine import describe_machine, machine_header
 
 
 def _arm(repository: Path, out: Path, encoded: list[bytes], users, step_seconds: float, seconds: float) -> dict:
@@ -90,7 +90,7 @@ def markdown(report: dict) -> str:
         return f"| {name} | " + " | ".join(str(values[u]) for u in users) + " |"
 
     lines = ["# Two repositories served in turn, round after round", "",
-             *([machine_line(report["machine"]), ""] if "machine" in report else []),
+             *machine_header(report),
              *(f"- {label}: `{path}`" for label, path in report["repositories"].items()), "",
              f"Medians over {len(report['rounds'])} round(s) (B / A: within each round, then the median; "
              "odd rounds measure B first):", "",
