@@ -19,7 +19,7 @@ QAT ?= $(if $(filter $(DEMO_MODEL),$(CHECKPOINT)),$(DATASET)/annotations/instanc
 EXCLUDE ?=
 SOAK_MINUTES ?= 10
 
-.PHONY: setup setup-services setup-deploy-tools test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt train-repvgg-sgd repopt-report qat-repopt bench-int8 bench-nms \
+.PHONY: setup setup-services setup-deploy-tools test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt train-repvgg-sgd repopt-report qat-repopt bench-int8 bench-silu bench-nms \
 	bench-serving bench-serving-ab bench loadtest soak gpu-check fleet
 
 help:  ## list targets
@@ -113,6 +113,9 @@ qat-report: dataset  ## QAT and QAT + channel-wise distillation from the PTQ dem
 
 bench-int8: build-repo  ## served CPU INT8 vs OpenVINO FP32, NNCF and ORT stock INT8: n/s at 640, demo at 320 (as served) with mAP
 	$(CLI) bench-int8 -o artifacts/reports/bench_int8 $(if $(filter $(DEMO_MODEL),$(CHECKPOINT)),--demo-repository model_repository/cpu)
+
+bench-silu: setup  ## OpenVINO's cost of one head conv by activation form (why the CPU form writes SiLU with tanh)
+	$(CLI) bench-silu -o artifacts/reports/bench_silu
 
 bench-nms: build-repo  ## NMS step cost per image (random worst case and the demo model's real candidates)
 	$(CLI) bench-nms --detector-onnx model_repository/cpu/yolov6_detector/1/model.onnx -o artifacts/reports/bench_nms

@@ -121,6 +121,44 @@ def test_placing_qdq_for_ort_changes_no_value(quantized, letterboxed, tmp_path):
         np.testing.assert_array_equal(placed, unplaced)
 
 
+def _quantized_silus(model) -> list[str]:
+    """Outputs of x * sigmoid(x) that a QuantizeLinear reads."""
+    nodes = model.graph.node
+    producers = {o: n for n in nodes for o in n.output}
+    quantized_tensors = {n.input[0] for n in nodes if n.op_type == "QuantizeLinear"}
+    return [n.output[0] for n in nodes if n.op_type == "Mul" and n.output[0] in quantized_tensors
+            and any(getattr(producers.get(i), "op_type", "") == "Sigmoid" and producers[i].input[0] in n.input
+                    for i in n.input)]
+
+
+def test_the_cpu_form_writes_quantized_silus_in_tanh_form_with_the_same_values(quantized, letterboxed, tmp_path):
+    """Every SiLU before a quantizer (the head's nine) becomes h * (1 + tanh h); the reference Q/DQ
+    arithmetic gives the same candidates (float rounding may move a value across a rounding edge)."""
+    import onnx
+
+    from yolov6_build.quantize.cpu_qdq import uint8_activations
+
+    sigmoid_form = uint8_activations(quantized / "detector_qdq.onnx", tmp_path / "sigmoid.onnx", tanh_silu=False)
+    silus = _quantized_silus(onnx.load(str(sigmoid_form)))
+    served = onnx.load(str(quantized / "detector_qdq_u8.onnx"))
+    assert len(silus) == 9 and _quantized_silus(served) == []
+    assert sum(n.op_type == "Tanh" for n in served.graph.node) == len(silus)
+    tanh_outputs = OrtDetector(quantized / "detector_qdq_u8.onnx", as_written=True)(letterboxed)
+    sigmoid_outputs = OrtDetector(sigmoid_form, as_written=True)(letterboxed)
+    _assert_same_candidates(tanh_outputs, sigmoid_outputs, 1e-3, 0.5)
+
+
+def test_openvino_keeps_the_quantized_silus_out_of_the_int8_convs(quantized):
+    """No compiled conv carries the activation (its tanh or its product) as a post-op: the fused SiLU and
+    requantize was the slow kernel. The sigmoid form fuses the product into the conv."""
+    ops = OpenVinoDetector(quantized / "detector_qdq_u8.onnx", 2).compiled(1).get_runtime_model().get_ops()
+    fused = {op.get_friendly_name(): op.get_rt_info()["originalLayersNames"].astype(str).split(",") for op in ops
+             if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
+    activations = {name: [layer for layer in layers if layer.endswith(("/act/Mul", "/tanh_silu/tanh"))]
+                   for name, layers in fused.items()}
+    assert fused and not any(activations.values()), activations
+
+
 def test_unknown_runtime_is_refused(quantized):
     with pytest.raises(Exception, match="runtime must be one of"):
         load_detector(quantized / "detector_fp32.onnx", "tensorflow")

@@ -283,5 +283,22 @@ def run_bench_int8(args) -> int:
     return 0
 
 
+def add_bench_silu(sub) -> None:
+    p = sub.add_parser("bench-silu", help="OpenVINO's cost of one head conv by activation form (why SiLUs are tanh form)")
+    p.add_argument("--runs", type=int, default=2000, help="timed inferences per variant")
+    p.add_argument("--channels", type=int, default=32)
+    p.add_argument("--size", type=int, default=40, help="feature map height and width")
+    p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/bench_silu"))
+    p.set_defaults(func=run_bench_silu)
+
+
+def run_bench_silu(args) -> int:
+    from ..reports.silu_fusion import silu_fusion_report
+
+    silu_fusion_report(args.output, args.runs, args.channels, args.size)
+    print((Path(args.output) / "silu_fusion.md").read_text())
+    return 0
+
+
 COMMANDS = (add_quantize, add_lint_qdq, add_sensitivity, add_quant_report, add_scale_report, add_qat,
-            add_repopt_report, add_bench_int8)
+            add_repopt_report, add_bench_int8, add_bench_silu)

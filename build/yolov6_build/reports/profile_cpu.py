@@ -30,7 +30,7 @@ def _group(node_type: str, precision: str) -> str:
         return "quantize / convert / reorder"
     if any(k in t for k in ("topk", "gather")):
         return "top-k + gather"
-    if any(k in t for k in ("eltwise", "subgraph", "add", "mul", "sub", "div", "sigmoid", "relu", "exp", "math")):
+    if any(k in t for k in ("eltwise", "subgraph", "add", "mul", "sub", "div", "sigmoid", "tanh", "relu", "exp", "math")):
         return "elementwise + activations"
     if any(k in t for k in ("concat", "resize", "interpolate", "pool", "split", "slice")):
         return "concat / resize / pool"
