@@ -119,22 +119,20 @@ def silu_as_tanh(graph) -> int:
     same function. Returns how many.
 
     OpenVINO fuses x * sigmoid(x) and the requantization after it into the INT8 convolution before it
-    as post-ops; on AMX that fused kernel ran 4x the conv alone (a 3x3 32-channel conv at 40x40: 69 us
-    against 16 us plus 17 us for the activation and quantizer as one separate elementwise kernel). It
-    does not fuse this form, so the head's convs run as plain INT8 convs. Float SiLUs are left alone
-    (there OpenVINO's fused form is the faster one).
+    as post-ops, and on AMX that fused kernel is slow (the demo head's 3x3 conv: 71 us, against 21 us
+    for the conv plus 18 for activation and quantizer as one separate elementwise kernel; `make
+    bench-silu`). It does not fuse this form. Float SiLUs are left alone: there the fused form is the
+    faster one.
     """
     from onnx import helper, numpy_helper
 
     consumers = _consumers(graph)
-    graph.initializer.extend([numpy_helper.from_array(np.float32(0.5), "silu_half"),
-                              numpy_helper.from_array(np.float32(1), "silu_one")])
     rewritten: dict[int, list] = {}  # id(Multiply) -> the nodes replacing it and its Sigmoid
     removed = set()
     for sigmoid in [n for n in graph.node if n.op_type == "Sigmoid"]:
         x = sigmoid.input[0]
         readers = consumers.get(sigmoid.output[0], [])
-        if len(readers) != 1 or readers[0].op_type != "Mul" or sorted(readers[0].input) != sorted([x, sigmoid.output[0]]):
+        if len(readers) != 1 or readers[0].op_type != "Mul" or set(readers[0].input) != {x, sigmoid.output[0]}:
             continue
         (product,) = readers
         if not any(r.op_type == "QuantizeLinear" for r in consumers.get(product.output[0], [])):
@@ -147,6 +145,10 @@ def silu_as_tanh(graph) -> int:
             helper.make_node("Add", [tanh, "silu_one"], [one_plus], name=one_plus),
             helper.make_node("Mul", [half, one_plus], [product.output[0]], name=product.name)]
         removed.add(id(sigmoid))
+    if not rewritten:
+        return 0
+    graph.initializer.extend([numpy_helper.from_array(np.float32(0.5), "silu_half"),
+                              numpy_helper.from_array(np.float32(1), "silu_one")])
     nodes = []
     for node in graph.node:
         if id(node) not in removed:
