@@ -127,7 +127,7 @@ def silu_as_tanh(graph) -> int:
     from onnx import helper, numpy_helper
 
     consumers = _consumers(graph)
-    rewritten: dict[int, list] = {}  # id(Multiply) -> the nodes replacing it and its Sigmoid
+    rewritten: dict[int, list] = {}  # id(the Mul) -> the nodes replacing it and its Sigmoid
     removed = set()
     for sigmoid in [n for n in graph.node if n.op_type == "Sigmoid"]:
         x = sigmoid.input[0]
