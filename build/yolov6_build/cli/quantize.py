@@ -27,8 +27,7 @@ def add_calibration_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--float-stem", action="store_true",
                    help="keep the stem (the first conv) float; by default it is INT8 like every other conv")
     p.add_argument("--exclude", nargs="*", default=[], metavar="LAYER",
-                   help="layers kept in float, by module name (e.g. detect.cls_preds.0; README: on CPUs with AMX, "
-                        "the head's 3x3 convs)")
+                   help="layers kept in float, by module name (e.g. detect.cls_preds.0)")
 
 
 def ptq_config(args) -> PtqConfig:

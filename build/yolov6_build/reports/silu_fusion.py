@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..deps import require
+from .machine import describe_machine, machine_header
 
 # (label, INT8 conv, activation, output quantized for the next conv)
 VARIANTS = (
@@ -94,8 +95,6 @@ def _profile(model, runs: int) -> dict:
 
 
 def silu_fusion_report(out_dir: Path, runs: int = 2000, channels: int = 32, size: int = 40) -> dict:
-    from .machine import describe_machine
-
     rows = [{"variant": label, **_profile(head_conv_model(int8, activation, requantized, channels, size), runs)}
             for label, int8, activation, requantized in VARIANTS]
     report = {"machine": describe_machine(), "channels": channels, "size": size, "runs": runs, "rows": rows}
@@ -106,8 +105,6 @@ def silu_fusion_report(out_dir: Path, runs: int = 2000, channels: int = 32, size
 
 
 def markdown(report: dict) -> str:
-    from .machine import machine_header
-
     lines = [f"# One head conv ({report['channels']} channels, {report['size']}x{report['size']}, 3x3) in "
              f"OpenVINO, by activation form (us per inference, {report['runs']} inferences)", "",
              *machine_header(report),
