@@ -13,13 +13,15 @@ Paths (same weights for all; upstream-format graphs have raw outputs, decoded on
 Speed rows use random weights (speed does not depend on them) at n and s, 640; the demo model at
 320 adds mAP beside each speed. With ``demo_repository`` (``make bench-int8``: the one ``make
 build-repo`` built, PTQ + QAT), the demo rows measure that repository's own graphs as the bundle's,
-the ones it serves, instead of a fresh PTQ. Ratios are taken within one run: these machines are noisy.
+the ones it serves, instead of a fresh PTQ. Ratios are taken within each round of one run: these
+machines are noisy.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import statistics
 import time
 from pathlib import Path
 
@@ -34,18 +36,18 @@ SERVED = "bundle_openvino"  # RepositoryConfig.detector_runtime's default
 STOCK_INT8 = ("nncf_int8", "ort_stock_int8")
 
 
-def throughput(detector, batch: int, hw: tuple[int, int], seconds: float) -> float:
+def throughput(detector, batch: int, hw: tuple[int, int], seconds: float, warm_up: int = 2) -> float:
     """Images per second from letterboxed images to candidates (boxes, scores, classes) on one fixed
-    input, after warm-up: the bundle's graphs select them inside, upstream-format graphs are decoded on
-    the host (``runtime.split_raw``), so every path does the same work."""
+    input, after ``warm_up`` calls: the bundle's graphs select them inside, upstream-format graphs are
+    decoded on the host (``runtime.split_raw``), so every path does the same work."""
     from ..runtime import as_pixels
 
     # in the form the graph reads (uint8 pixels for the bundle's CPU form, float for the others), as served
     images = as_pixels(np.random.default_rng(0).random((batch, 3, *hw), dtype=np.float32), detector.pixels)
-    for _ in range(2):
+    for _ in range(warm_up):
         detector(images)
     runs, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds or runs < 3:
+    while runs == 0 or time.perf_counter() - started < seconds:
         detector(images)
         runs += 1
     return runs * batch / (time.perf_counter() - started)
@@ -111,27 +113,35 @@ def _quantized_twin(model, calib, hw):
     return quant
 
 
-def speed_rows(label: str, detectors: dict, hw, batches, seconds: float, rounds: int = 3) -> list[dict]:
-    """img/s per path and batch: the median of ``rounds`` interleaved measurements (this machine's speed
-    drifts by 10-20% within minutes; interleaving exposes every path to the same drift)."""
-    import statistics
+ROUNDS = 12  # interleaved rounds per batch size; ``seconds`` is split between them
 
+
+def speed_rows(label: str, detectors: dict, hw, batches, seconds: float, rounds: int = ROUNDS) -> list[dict]:
+    """img/s per path and batch, the median of ``rounds`` interleaved rounds, and the served path's ratios,
+    each the median of the ratios taken within a round. The machine drifts 10-30% within minutes: a
+    ratio within one short round sees one state of it (at demo b1, 30 rounds of 0.5 s read served /
+    NNCF 0.93-1.33x round by round, where 3 rounds of 4 s had put the whole row at 0.96x or 1.26x)."""
     rows = []
     for batch in batches:
-        samples: dict[str, list[float]] = {name: [] for name in detectors}
-        for _ in range(rounds):
-            for name, detector in detectors.items():
-                samples[name].append(throughput(detector, batch, hw, seconds / rounds))
-        speeds = {name: round(statistics.median(values), 1) for name, values in samples.items()}
-        rows.append({"model": label, "batch": batch, **speeds, **ratios(speeds)})
+        for detector in detectors.values():  # compiles this batch size
+            throughput(detector, batch, hw, 0.0)
+        by_round = []
+        for r in range(rounds):
+            order = list(detectors) if r % 2 == 0 else list(detectors)[::-1]
+            by_round.append({name: throughput(detectors[name], batch, hw, seconds / rounds, warm_up=0)
+                             for name in order})
+        speeds = {name: round(statistics.median(s[name] for s in by_round), 1) for name in detectors}
+        rows.append({"model": label, "batch": batch, **speeds, **ratios(by_round)})
         log.info("%s", rows[-1])
     return rows
 
 
-def ratios(speeds: dict) -> dict:
-    fastest_stock = max(speeds[name] for name in STOCK_INT8)
-    return {"served_vs_fastest_stock_int8": round(speeds[SERVED] / fastest_stock, 2),
-            "served_vs_openvino_fp32": round(speeds[SERVED] / speeds["openvino_fp32"], 2)}
+def ratios(by_round: list[dict]) -> dict:
+    """The served path's ratios (median over rounds, and their range) from img/s per path per round."""
+    per_round = {"served_vs_fastest_stock_int8": [s[SERVED] / max(s[n] for n in STOCK_INT8) for s in by_round],
+                 "served_vs_openvino_fp32": [s[SERVED] / s["openvino_fp32"] for s in by_round]}
+    return {**{key: round(statistics.median(values), 2) for key, values in per_round.items()},
+            "ratio_ranges": {key: [round(min(values), 2), round(max(values), 2)] for key, values in per_round.items()}}
 
 
 def bench_int8(out_dir: Path, sizes=("n", "s"), hw=(640, 640), batches=(1, 8), seconds: float = 6.0,
@@ -200,17 +210,27 @@ def _demo(checkpoint: Path, annotations: Path, calib_dir: Path, out: Path, batch
     return speed_rows(f"demo {hw[0]}", detectors, hw, batches, seconds), accuracy
 
 
+RATIOS = ("served_vs_fastest_stock_int8", "served_vs_openvino_fp32")
+
+
+def _ratio(row: dict, key: str) -> str:
+    low, high = row.get("ratio_ranges", {}).get(key, (None, None))
+    return f"{row[key]}x" + (f" ({low}-{high})" if low is not None else "")
+
+
 def markdown(report: dict) -> str:
     names = {"openvino_fp32": "OpenVINO FP32 (upstream export)", "nncf_int8": "NNCF INT8 (stock)",
              "ort_stock_int8": "ORT quantize_static INT8 (stock)", "bundle_openvino": "**bundle INT8 CPU graph, OpenVINO (served)**",
              "bundle_ort": "bundle INT8 CPU graph, ORT", "qdq_openvino": "bundle Q/DQ as TensorRT's, OpenVINO"}
     lines = ["# CPU INT8: the served detector vs the stock CPU paths (img/s, one run)", "",
              *machine_header(report),
+             "img/s: the median over interleaved rounds; ratios: the median of the ratios within each round "
+             "(their range across rounds in brackets).", "",
              "| model | batch | " + " | ".join(names[p] for p in PATHS) + " | served / fastest stock INT8 | "
              "served / OpenVINO FP32 |", "|---" * (len(PATHS) + 4) + "|"]
     for r in report["rows"]:
         lines.append(f"| {r['model']} | {r['batch']} | " + " | ".join(str(r[p]) for p in PATHS)
-                     + f" | {r['served_vs_fastest_stock_int8']}x | {r['served_vs_openvino_fp32']}x |")
+                     + "".join(f" | {_ratio(r, key)}" for key in RATIOS) + " |")
     if report["map50_95"]:
         acc = report["map50_95"]
         fp32 = acc["openvino_fp32"]
