@@ -1,4 +1,5 @@
-"""bench-int8 measures, for the demo model, the graphs a built repository serves (not a fresh PTQ)."""
+"""bench-int8 measures, for the demo model, the graphs a built repository serves (not a fresh PTQ), and takes
+its ratios within each round of the measurement."""
 
 from pathlib import Path
 

@@ -259,7 +259,8 @@ def add_bench_int8(sub) -> None:
     p.add_argument("--sizes", nargs="+", default=["n", "s"], choices=("n", "s", "m", "l"))
     p.add_argument("--img-size", type=image_size, default=(640, 640))
     p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    p.add_argument("--seconds", type=float, default=6.0, help="timed seconds per path and batch size, split into interleaved rounds")
+    p.add_argument("--seconds", type=float, default=6.0,
+                   help="timed seconds per path and batch size, split into interleaved rounds")
     p.add_argument("--demo-checkpoint", type=Path, default=DEMO_CHECKPOINT,
                    help="also measure this model at its own size, with mAP beside each speed")
     p.add_argument("--no-demo", action="store_true", help="random-weight speed rows only")

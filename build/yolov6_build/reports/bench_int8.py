@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 PATHS = ("openvino_fp32", "nncf_int8", "ort_stock_int8", "bundle_openvino", "bundle_ort", "qdq_openvino")
 SERVED = "bundle_openvino"  # RepositoryConfig.detector_runtime's default
 STOCK_INT8 = ("nncf_int8", "ort_stock_int8")
+RATIOS = ("served_vs_fastest_stock_int8", "served_vs_openvino_fp32")  # the served path against the targets' baselines
 
 
 def throughput(detector, batch: int, hw: tuple[int, int], seconds: float, warm_up: int = 2) -> float:
@@ -138,8 +139,9 @@ def speed_rows(label: str, detectors: dict, hw, batches, seconds: float, rounds:
 
 def ratios(by_round: list[dict]) -> dict:
     """The served path's ratios (median over rounds, and their range) from img/s per path per round."""
-    per_round = {"served_vs_fastest_stock_int8": [s[SERVED] / max(s[n] for n in STOCK_INT8) for s in by_round],
-                 "served_vs_openvino_fp32": [s[SERVED] / s["openvino_fp32"] for s in by_round]}
+    fastest_stock, fp32 = RATIOS
+    per_round = {fastest_stock: [s[SERVED] / max(s[n] for n in STOCK_INT8) for s in by_round],
+                 fp32: [s[SERVED] / s["openvino_fp32"] for s in by_round]}
     return {**{key: round(statistics.median(values), 2) for key, values in per_round.items()},
             "ratio_ranges": {key: [round(min(values), 2), round(max(values), 2)] for key, values in per_round.items()}}
 
@@ -208,9 +210,6 @@ def _demo(checkpoint: Path, annotations: Path, calib_dir: Path, out: Path, batch
                 for name, d in detectors.items()}
     log.info("demo mAP: %s", accuracy)
     return speed_rows(f"demo {hw[0]}", detectors, hw, batches, seconds), accuracy
-
-
-RATIOS = ("served_vs_fastest_stock_int8", "served_vs_openvino_fp32")
 
 
 def _ratio(row: dict, key: str) -> str:
