@@ -37,21 +37,25 @@ STOCK_INT8 = ("nncf_int8", "ort_stock_int8")
 RATIOS = ("served_vs_fastest_stock_int8", "served_vs_openvino_fp32")  # the served path against the targets' baselines
 
 
-def throughput(detector, batch: int, hw: tuple[int, int], seconds: float, warm_up: int = 2) -> float:
-    """Images per second from letterboxed images to candidates (boxes, scores, classes) on one fixed
-    input, after ``warm_up`` calls: the bundle's graphs select them inside, upstream-format graphs are
-    decoded on the host (``runtime.split_raw``), so every path does the same work."""
+def letterboxed(detector, batch: int, hw: tuple[int, int]) -> np.ndarray:
+    """One fixed input in the form ``detector``'s graph reads: uint8 pixels for the bundle's CPU form,
+    float for the others, as served."""
     from ..runtime import as_pixels
 
-    # in the form the graph reads (uint8 pixels for the bundle's CPU form, float for the others), as served
-    images = as_pixels(np.random.default_rng(0).random((batch, 3, *hw), dtype=np.float32), detector.pixels)
+    return as_pixels(np.random.default_rng(0).random((batch, 3, *hw), dtype=np.float32), detector.pixels)
+
+
+def throughput(detector, images: np.ndarray, seconds: float, warm_up: int = 2) -> float:
+    """Images per second from letterboxed ``images`` to candidates (boxes, scores, classes), after
+    ``warm_up`` calls: the bundle's graphs select them inside, upstream-format graphs are decoded on the
+    host (``runtime.split_raw``), so every path does the same work."""
     for _ in range(warm_up):
         detector(images)
     runs, started = 0, time.perf_counter()
     while runs == 0 or time.perf_counter() - started < seconds:
         detector(images)
         runs += 1
-    return runs * batch / (time.perf_counter() - started)
+    return runs * len(images) / (time.perf_counter() - started)
 
 
 def _nncf_model(fp32_onnx: Path, calib: list[np.ndarray]):
@@ -124,12 +128,13 @@ def speed_rows(label: str, detectors: dict, hw, batches, seconds: float, rounds:
     NNCF 0.93-1.33x round by round, where 3 rounds of 4 s had put the whole row at 0.96x or 1.26x)."""
     rows = []
     for batch in batches:
-        for detector in detectors.values():  # compiles this batch size
-            throughput(detector, batch, hw, 0.0)
+        images = {name: letterboxed(detector, batch, hw) for name, detector in detectors.items()}
+        for name, detector in detectors.items():  # compiles this batch size
+            throughput(detector, images[name], 0.0)
         by_round = []
         for r in range(rounds):
             order = list(detectors) if r % 2 == 0 else list(detectors)[::-1]
-            by_round.append({name: throughput(detectors[name], batch, hw, seconds / rounds, warm_up=0)
+            by_round.append({name: throughput(detectors[name], images[name], seconds / rounds, warm_up=0)
                              for name in order})
         speeds = {name: round(statistics.median(s[name] for s in by_round), 1) for name in detectors}
         rows.append({"model": label, "batch": batch, **speeds, **ratios(by_round)})
@@ -213,8 +218,8 @@ def _demo(checkpoint: Path, annotations: Path, calib_dir: Path, out: Path, batch
 
 
 def _ratio(row: dict, key: str) -> str:
-    low, high = row.get("ratio_ranges", {}).get(key, (None, None))
-    return f"{row[key]}x" + (f" ({low}-{high})" if low is not None else "")
+    low, high = row["ratio_ranges"][key]
+    return f"{row[key]}x ({low}-{high})"
 
 
 def markdown(report: dict) -> str:
