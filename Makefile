@@ -20,7 +20,7 @@ EXCLUDE ?=
 SOAK_MINUTES ?= 10
 
 .PHONY: setup setup-services setup-deploy-tools test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt train-repvgg-sgd repopt-report qat-repopt bench-int8 bench-silu bench-nms \
-	bench-serving bench-serving-ab bench loadtest soak gpu-check fleet
+	bench-serving bench-serving-ab bench loadtest soak gpu-check fleet images image-check setup-containers
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -50,7 +50,7 @@ $(DEPLOY_VENV)/.installed: deploy/requirements-tools.txt deploy/constraints-tool
 	$(DEPLOY_VENV)/bin/pip install -q -r deploy/requirements-tools.txt -c deploy/constraints-tools.txt
 	touch $@
 
-test: setup setup-services setup-deploy-tools  ## run the test suite (CPU only; GPU/TensorRT tests skip with a reason)
+test: setup setup-services setup-deploy-tools setup-containers  ## run the test suite (CPU only; GPU/TensorRT tests skip with a reason)
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 demo: setup  ## build the CPU repository from the demo model, serve it, detect sample images, stop
@@ -146,3 +146,36 @@ clean:  ## remove generated artifacts (keeps .venv)
 FLEET_REPLICAS ?= 3
 fleet: build-repo setup-services  ## FLEET_REPLICAS (default 3) embedded replicas behind HAProxy: req/s per N, a replica stopped mid-run (about 8 min)
 	$(CLI) fleet model_repository/cpu --replicas $(FLEET_REPLICAS)
+
+# Images for a cluster (README, "Scaling out"): the server image of FLAVOUR and the repository image on top
+# of it, named $(REGISTRY)/yolov6-int8/<name>:$(IMAGE_TAG). BUILD_OPTS go to every build.
+CONTAINER_ENGINE ?= docker
+REGISTRY ?= localhost
+IMAGE_TAG ?= 0.1.0
+BUILD_OPTS ?=
+REPOSITORY ?= model_repository/$(FLAVOUR)
+IMAGE = $(REGISTRY)/yolov6-int8/$(1):$(IMAGE_TAG)
+SERVER_IMAGE_cpu := cpu
+SERVER_IMAGE_gpu := engine
+images:  ## FLAVOUR's images for REGISTRY (server + model repository, after build-repo); CONTAINER_ENGINE=docker|podman
+	@test -f $(REPOSITORY)/manifest.json || \
+		{ echo "$(REPOSITORY) is not built: run make build-repo FLAVOUR=$(FLAVOUR) first"; exit 2; }
+	$(CONTAINER_ENGINE) build $(BUILD_OPTS) -f docker/Dockerfile.$(SERVER_IMAGE_$(FLAVOUR)) \
+		-t $(call IMAGE,$(SERVER_IMAGE_$(FLAVOUR))) .
+	$(if $(filter gpu,$(FLAVOUR)),$(CONTAINER_ENGINE) build $(BUILD_OPTS) -f docker/Dockerfile.triton -t $(call IMAGE,triton) .)
+	chmod -R a+rX $(REPOSITORY)  # the server runs as uid 1000
+	$(CONTAINER_ENGINE) build $(BUILD_OPTS) -f docker/Dockerfile.repository \
+		--build-arg BASE=$(call IMAGE,$(SERVER_IMAGE_$(FLAVOUR))) -t $(call IMAGE,$(FLAVOUR)-repository) $(REPOSITORY)
+	@echo "next: $(CONTAINER_ENGINE) push each image, then python -m yolov6_build k8s-overlay --flavour $(FLAVOUR)" \
+		"--image yolov6-int8/<name>=<the pushed name>@sha256:<its digest> (README, 'Scaling out')"
+
+# podman (as root, runc, cgroupfs) and debootstrap for image-check; Debian's packages, like setup-services.
+setup-containers:  ## install podman, runc and debootstrap if missing (apt-get, as root)
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v catatonit >/dev/null && \
+		command -v debootstrap >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		podman runc catatonit debootstrap >/dev/null; }
+
+image-check: setup setup-containers setup-deploy-tools  ## build the cpu and Locust images on a stand-in base, run them and play the cpu pod (report in artifacts/reports/image_check)
+	$(PY) -m pytest -ra tests/images $(PYTEST_ARGS)
+

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Start tritonserver with the admin APIs (shared memory, repository, trace, logging) locked behind
+# Start tritonserver with the admin APIs (shared memory, repository, trace, logging, statistics) locked behind
 # TRITON_ADMIN_KEY (or the file TRITON_ADMIN_KEY_FILE names). Refuses to start without a key; other arguments go to tritonserver unchanged.
 set -eu
 # Kubernetes mounts the key from a Secret as a file (deploy/k8s); compose passes it in the environment
@@ -11,6 +11,6 @@ if [ -z "${TRITON_ADMIN_KEY:-}" ]; then
          "'docker compose up triton' (clients send it in the triton-admin-key header)" >&2
     exit 2
 fi
-apis="shared-memory,model-repository,trace,logging"
+apis="shared-memory,model-repository,trace,logging,statistics"
 exec tritonserver "--http-restricted-api=${apis}:triton-admin-key=${TRITON_ADMIN_KEY}" \
     "--grpc-restricted-protocol=${apis}:triton-admin-key=${TRITON_ADMIN_KEY}" "$@"

@@ -88,11 +88,11 @@ def test_cpu_use_charges_each_stub_and_the_load_generator(server, images):
 def test_statistics_of_a_live_server_split_every_pipeline_step(server, images):
     from yolov6_client import TritonDetector
 
-    before = model_statistics(server.http_url)
+    before = model_statistics(server)
     with TritonDetector(server.grpc_url) as detector:
         for path in images:
             detector.detect(path)
-    split = time_split(before, model_statistics(server.http_url))
+    split = time_split(before, model_statistics(server))
     assert {"yolov6", "yolov6_preprocess", "yolov6_detector", "yolov6_nms"} <= set(split)
     assert all(split[m]["requests"] == len(images) for m in split)
     ensemble = split["yolov6"]["request_ms"]
@@ -121,10 +121,10 @@ def test_closed_loop_load_counts_what_the_server_served_and_fails_bad_images_alo
     from yolov6_build.reports.grpc_load import closed_loop
 
     good = [p.read_bytes() for p in images]
-    before = model_statistics(server.http_url)
+    before = model_statistics(server)
     with CpuUse(server.process.pid, PIPELINE_STEPS) as use:
         step = closed_loop(server.grpc_url, good, users=3, seconds=1.5)
-    served = time_split(before, model_statistics(server.http_url))["yolov6"]["requests"]
+    served = time_split(before, model_statistics(server))["yolov6"]["requests"]
     assert step.requests >= 3 and step.failures == 0 and served == step.requests + 1
     assert 0 < step.p50_ms <= step.p95_ms <= step.p99_ms and step.rps > 0
     assert use.ms_per(step.requests)["load generator"] > 0.05

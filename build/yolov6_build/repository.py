@@ -56,7 +56,7 @@ class RepositoryConfig:
     conf_threshold: float = c.SERVE_CONF_THRESHOLD
     iou_threshold: float = c.SERVE_IOU_THRESHOLD
     max_detections: int = c.SERVE_MAX_DETECTIONS
-    intra_op_threads: int = 0  # detector threads per instance (OpenVINO or ORT); 0 = all cores
+    intra_op_threads: int = 0  # detector threads per instance; 0 = the CPUs the process may use (cpus.py)
     detector_runtime: str = "openvino"  # cpu flavour: runtime.RUNTIMES; faster at equal mAP (README, bench-int8)
     dali_threads: int = 2  # CPU threads of the DALI pipeline (both flavours)
     cpu_preprocess: str = "opencv"  # cpu flavour: pipeline.PREPROCESSORS; opencv has no per-batch cost (README)

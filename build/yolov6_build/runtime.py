@@ -9,7 +9,6 @@ OpenVINO compiles a Q/DQ graph to its INT8 kernels as it is.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,10 @@ OUTPUTS = (c.CANDIDATE_BOXES, c.CANDIDATE_SCORES, c.CANDIDATE_CLASSES)
 
 
 def _threads(threads: int) -> int:
-    return threads or os.cpu_count() or 1
+    """``threads``, or 0: every CPU this process may use (affinity and cgroup quota, not the node's cores)."""
+    from .cpus import usable_cpus
+
+    return threads or usable_cpus()
 
 
 def split_raw(raw: np.ndarray):

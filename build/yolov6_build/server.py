@@ -25,6 +25,9 @@ from .errors import BuildError, ConfigError, DependencyError
 
 log = logging.getLogger(__name__)
 ADMIN_HEADER = "triton-admin-key"  # header that unlocks ServerOptions.restricted_apis
+# How long a start waits for every model to load: the Kubernetes startup probe's budget
+# (deploy/k8s/base/deployment.yaml), so a slow load is never cut short by the wrapper first.
+READY_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,10 @@ class ServerOptions:
     # before stopping. False: model control 'none' (no repository API at all).
     managed_models: bool = True
     # APIs that need the admin key header: registering shared memory (reads/writes server memory),
-    # the repository API, and trace/logging settings (they write files). Inference, health,
-    # metadata, model config and statistics stay open.
-    restricted_apis: tuple[str, ...] = ("shared-memory", "model-repository", "trace", "logging")
+    # the repository API, trace/logging settings (they write files) and statistics (load and timing
+    # of every model). Open: what a detection client needs, inference, health, metadata and model
+    # config (the client reads class names and input size from the ensemble's config).
+    restricted_apis: tuple[str, ...] = ("shared-memory", "model-repository", "trace", "logging", "statistics")
     admin_key: str | None = None  # None: a random key per start, saved 0600 in the work dir
     exit_timeout_s: int = 30  # SIGTERM waits this long for in-flight requests
     log_verbose: int = 0
@@ -131,6 +135,7 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
         self.supervisor = None  # StubSupervisor while running with managed_models
         self.admin_key: str | None = None
+        self.ready = False  # every model loaded (start returned without being interrupted)
 
     @property
     def http_url(self) -> str:
@@ -183,7 +188,9 @@ class TritonServer:
                 f"--log-verbose={o.log_verbose}", "--exit-on-error=true", "--strict-readiness=true",
                 f"--exit-timeout-secs={o.exit_timeout_s}", *restricted, *o.extra_args]
 
-    def start(self, timeout_s: float = 180.0) -> "TritonServer":
+    def start(self, timeout_s: float = READY_TIMEOUT_S, interrupted=lambda: False) -> "TritonServer":
+        """Start and wait until every model is ready. ``interrupted()`` turning true (a SIGTERM while the
+        models load) returns early, not ready: ``ready`` says which; ``stop`` then ends it."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = self.command()
@@ -192,14 +199,15 @@ class TritonServer:
         self._log_file = open(self.log_path, "wb")
         self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT,
                                         env=server_environment(), start_new_session=True)
-        self.wait_ready(timeout_s)
-        if self.options.managed_models:
+        self.ready = self.wait_ready(timeout_s, interrupted)
+        if self.ready and self.options.managed_models:
             from .supervisor import StubSupervisor
 
             self.supervisor = StubSupervisor(self.process.pid, self.repository_api()).start()
         return self
 
-    def wait_ready(self, timeout_s: float) -> None:
+    def wait_ready(self, timeout_s: float, interrupted=lambda: False) -> bool:
+        """True once ready; False if ``interrupted()`` first; BuildError on exit or after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
@@ -207,7 +215,10 @@ class TritonServer:
                                  f"last log lines:\n{self.log_tail()}")
             if self.is_ready():
                 log.info("Triton ready on http %s, grpc %s", self.http_url, self.grpc_url)
-                return
+                return True
+            if interrupted():
+                log.info("stop requested while the models load")
+                return False
             time.sleep(0.25)
         self.stop()
         raise BuildError(f"Triton not ready after {timeout_s:.0f}s; last log lines:\n{self.log_tail()}")
@@ -255,7 +266,7 @@ class TritonServer:
             self.supervisor = None
         if self.process is None:
             return
-        if self.process.poll() is None and self.options.managed_models:
+        if self.process.poll() is None and self.options.managed_models and self.ready:
             try:
                 self.drain(self.options.exit_timeout_s)
             except OSError as exc:  # server already going down: nothing left to drain

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from yolov6_build import contract as c
+from yolov6_build.server import ADMIN_HEADER
 from tests.conftest import detect_concurrently
 from yolov6_client import ServerError, TritonDetector
 
@@ -55,7 +56,8 @@ def _statistics(triton, model):
     import tritonclient.grpc as grpcclient
 
     with grpcclient.InferenceServerClient(triton.grpc_url) as client:
-        stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+        stats = client.get_inference_statistics(model, as_json=True,
+                                                headers={ADMIN_HEADER: triton.admin_key})["model_stats"][0]
     return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats.get("batch_stats", [])}
 
 

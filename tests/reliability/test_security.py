@@ -45,6 +45,21 @@ def test_admin_key_unlocks_the_repository_api_and_is_private(server):
     assert (server.work_dir / "admin_key").stat().st_mode & 0o077 == 0
 
 
+def _get(url, headers=None):
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as response:
+        return response.status
+
+
+def test_a_detection_client_needs_no_key_and_statistics_need_one(server):
+    """Open: health, metadata, model config (class names, input size), inference. Locked: the rest."""
+    for path in ("v2/health/ready", "v2", "v2/models/yolov6", "v2/models/yolov6/config"):
+        assert _get(f"http://{server.http_url}/{path}") == 200, path
+    with pytest.raises(urllib.error.HTTPError) as error:
+        _get(f"http://{server.http_url}/v2/models/stats")
+    assert error.value.code == 403
+    assert _get(f"http://{server.http_url}/v2/models/stats", {ADMIN_HEADER: server.admin_key}) == 200
+
+
 def test_grpc_admin_protocols_are_locked_too(server):
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException

@@ -14,9 +14,9 @@ import logging
 import sys
 
 from ..errors import BuildError, ConfigError
-from . import load, model, quantize, serving
+from . import deploy, load, model, quantize, serving
 
-GROUPS = (model, quantize, serving, load)
+GROUPS = (model, quantize, serving, load, deploy)
 
 
 def build_parser() -> argparse.ArgumentParser:

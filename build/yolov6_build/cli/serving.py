@@ -24,7 +24,8 @@ REPOSITORY_OPTIONS = {
     "--conf": ("conf_threshold", float, "default score threshold"),
     "--iou": ("iou_threshold", float, "default NMS IoU threshold"),
     "--max-det": ("max_detections", int, "detections per image, output size"),
-    "--threads": ("intra_op_threads", int, "detector threads per instance, 0 = all cores"),
+    "--threads": ("intra_op_threads", int,
+                  "detector threads per instance, 0 = the CPUs the server may use (affinity, cgroup quota)"),
 }
 
 
@@ -87,10 +88,15 @@ def add_build_engine(sub) -> None:
 
 
 def add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="run the embedded Triton server on a repository until Ctrl-C")
+    from ..server import READY_TIMEOUT_S
+
+    p = sub.add_parser("serve", help="run the embedded Triton server on a repository until Ctrl-C or SIGTERM")
     p.add_argument("repository", type=Path, nargs="?", default=CPU_REPOSITORY,
                    help=f"model repository (default {CPU_REPOSITORY})")
     add_server_options(p)
+    p.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S, metavar="S",
+                   help="give up when the models are not loaded after S seconds (default %(default)g: the "
+                        "Kubernetes startup probe's budget)")
     p.set_defaults(func=run_serve)
 
 
@@ -98,13 +104,18 @@ def run_serve(args) -> int:
     import signal
     import threading
 
-    server = server_from_args(args).start()
+    # Handlers before anything slow: as a container's PID 1, Python ignores a SIGTERM it has no handler for,
+    # and the kubelet would wait out the grace period during a model load.
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    log.info("serving %s: http %s, grpc %s (Ctrl-C stops)", args.repository, server.http_url, server.grpc_url)
+    server = server_from_args(args)
     try:
-        while not stop.wait(1.0):
+        server.start(args.ready_timeout, interrupted=stop.is_set)
+        if server.ready:
+            log.info("serving %s: http %s, grpc %s (Ctrl-C stops)", args.repository, server.http_url,
+                     server.grpc_url)
+        while server.ready and not stop.wait(1.0):
             if server.process.poll() is not None:
                 raise BuildError(f"Triton exited with code {server.process.returncode}:\n{server.log_tail()}")
     finally:

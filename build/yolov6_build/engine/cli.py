@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
+
+# Folder of a gpu repository image (docker/Dockerfile.repository) for timing caches made on a GPU like the
+# nodes' (`make gpu-check` writes them): they seed the pod's plan build and are not copied into what Triton serves.
+TIMING_CACHES = "timing-caches"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace-mib", type=int, default=None)
     parser.add_argument("--timing-cache-dir", type=Path, default=Path("artifacts/engines"),
                         help="timing caches, one per TensorRT version and GPU (default artifacts/engines)")
+    parser.add_argument("--copy-from", type=Path, default=None, metavar="DIR",
+                        help="first copy the repository in DIR (read-only, e.g. the image's /repository) into "
+                             f"REPOSITORY, seeding --timing-cache-dir from DIR/{TIMING_CACHES} "
+                             "(the Kubernetes init container)")
     parser.add_argument("--strongly-typed", action="store_true", help="strongly typed network (TensorRT >= 10)")
     parser.add_argument("--benchmark", action="store_true", help="measure the plan with trtexec after building")
     parser.add_argument("--compare-fp16", action="store_true",
@@ -28,11 +37,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --compare-fp16: the FP16 plan and engines.{json,md} (default artifacts/engines)")
 
 
+def copy_repository(source: Path, target: Path, timing_cache_dir: Path) -> None:
+    """``source`` into ``target`` (which may exist, empty: a pod's volume) without its timing caches; those
+    seed ``timing_cache_dir`` where it has none of the same name (one per TensorRT version and GPU)."""
+    from ..errors import ConfigError
+
+    if not (source / "manifest.json").is_file():
+        raise ConfigError(f"{source} is not a gpu repository written by build-repo (no manifest.json)")
+    shutil.copytree(source, target, dirs_exist_ok=True,
+                    ignore=lambda folder, names: [TIMING_CACHES] if Path(folder) == source else [])
+    timing_cache_dir.mkdir(parents=True, exist_ok=True)
+    for cache in sorted((source / TIMING_CACHES).glob("*.cache")):
+        if not (timing_cache_dir / cache.name).exists():
+            shutil.copyfile(cache, timing_cache_dir / cache.name)
+
+
 def run(args) -> int:
     from ..errors import BuildError
     from .trt import benchmark_plan, build_engine, compare_engines, engines_markdown, plan_from_manifest, \
         tensorrt_available
 
+    if args.copy_from:
+        copy_repository(args.copy_from, args.repository, args.timing_cache_dir)
     plan = plan_from_manifest(args.repository, precision=args.precision, workspace_mib=args.workspace_mib,
                               timing_cache_dir=str(args.timing_cache_dir), strongly_typed=args.strongly_typed)
     if not tensorrt_available():

@@ -98,10 +98,10 @@ def served_steps(repository: Path, work_dir: Path, encoded: list[bytes], users, 
     rows = []
     with TritonServer(repository, work_dir / "server", ServerOptions.on_free_ports()) as server:
         for n in tqdm(users, desc=f"served {repository.name}", unit="step", disable=None):
-            before = model_statistics(server.http_url)
+            before = model_statistics(server)
             with CpuUse(server.process.pid, PIPELINE_STEPS) as use:
                 step = closed_loop(server.grpc_url, encoded, n, step_seconds)
-            rows.append({**asdict(step), "models": time_split(before, model_statistics(server.http_url)),
+            rows.append({**asdict(step), "models": time_split(before, model_statistics(server)),
                          "cpu_ms": use.ms_per(step.requests)})
     return rows
 

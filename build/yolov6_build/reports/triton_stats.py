@@ -12,12 +12,17 @@ from __future__ import annotations
 import json
 import urllib.request
 
+from ..server import ADMIN_HEADER
+
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
-def model_statistics(http_url: str) -> dict[str, dict]:
-    """{model name: Triton's inference statistics of its (single) version}."""
-    with urllib.request.urlopen(f"http://{http_url}/v2/models/stats", timeout=10) as response:
+def model_statistics(server) -> dict[str, dict]:
+    """{model name: Triton's inference statistics of its (single) version} of a running TritonServer
+    (the statistics API is locked behind its admin key)."""
+    request = urllib.request.Request(f"http://{server.http_url}/v2/models/stats",
+                                     headers={ADMIN_HEADER: server.admin_key} if server.admin_key else {})
+    with urllib.request.urlopen(request, timeout=10) as response:
         stats = json.load(response)["model_stats"]
     return {s["name"]: s for s in stats}
 

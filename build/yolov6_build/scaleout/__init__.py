@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ..errors import DependencyError
 
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"  # the checkout's deploy/ (manifests, rules, dashboard)
+
 
 def service_binary(name: str) -> str:
     """The path of a Debian-packaged service (prometheus, haproxy) that `make setup-services` installs."""

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from ..errors import BuildError
 from ..server import free_ports
-from . import ServiceProcess, service_binary
+from . import DEPLOY, ServiceProcess, service_binary
 
-DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 RULES = DEPLOY / "prometheus" / "rules.yml"
 DASHBOARD = DEPLOY / "grafana" / "yolov6-triton.json"
 NAMESPACE = "local"
