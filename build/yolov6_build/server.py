@@ -49,6 +49,9 @@ class ServerOptions:
     restricted_apis: tuple[str, ...] = ("shared-memory", "model-repository", "trace", "logging", "statistics")
     admin_key: str | None = None  # None: a random key per start, saved 0600 in the work dir
     exit_timeout_s: int = 30  # SIGTERM waits this long for in-flight requests
+    # gRPC connections older than this get a GOAWAY (after a grace for their calls) and the client reconnects:
+    # behind a connection-level balancer (a Kubernetes Service), long-lived clients then reach new replicas too.
+    grpc_max_connection_age_s: int | None = None
     log_verbose: int = 0
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
@@ -128,6 +131,9 @@ class TritonServer:
 
     def __init__(self, model_repository: Path, work_dir: Path, options: ServerOptions = ServerOptions(),
                  log_path: Path | None = None):
+        if "://" in str(model_repository):
+            raise ConfigError(f"{model_repository}: this server serves a local folder (the cpu pod serves the one in "
+                              "its repository image, docker/Dockerfile.repository), not object storage")
         self.model_repository = Path(model_repository).resolve()
         self.work_dir = Path(work_dir).resolve()
         self.options = options
@@ -186,7 +192,14 @@ class TritonServer:
                 *(["--model-control-mode=explicit", "--load-model=*"] if o.managed_models
                   else ["--model-control-mode=none"]),
                 f"--log-verbose={o.log_verbose}", "--exit-on-error=true", "--strict-readiness=true",
-                f"--exit-timeout-secs={o.exit_timeout_s}", *restricted, *o.extra_args]
+                f"--exit-timeout-secs={o.exit_timeout_s}", *self._grpc_age_args(), *restricted, *o.extra_args]
+
+    def _grpc_age_args(self) -> list[str]:
+        age = self.options.grpc_max_connection_age_s
+        if not age:
+            return []
+        return [f"--grpc-max-connection-age={age * 1000}",
+                f"--grpc-max-connection-age-grace={self.options.exit_timeout_s * 1000}"]
 
     def start(self, timeout_s: float = READY_TIMEOUT_S, interrupted=lambda: False) -> "TritonServer":
         """Start and wait until every model is ready. ``interrupted()`` turning true (a SIGTERM while the

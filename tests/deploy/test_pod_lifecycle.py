@@ -63,3 +63,16 @@ def test_a_newer_cache_in_the_pod_is_kept_and_a_non_repository_refused(tmp_path)
     assert (caches / "timing-trt10.14-Tesla-T4.cache").read_bytes() == b"newer"
     with pytest.raises(ConfigError, match="manifest.json"):
         copy_repository(tmp_path / "engines", tmp_path / "elsewhere", caches)
+
+
+def test_a_deployed_server_reconnects_grpc_clients_and_refuses_object_storage(tmp_path):
+    from yolov6_build.cli import build_parser
+    from yolov6_build.cli.common import server_from_args
+    from yolov6_build.server import TritonServer
+
+    server = server_from_args(build_parser().parse_args(["serve", str(tmp_path)]))
+    assert server._grpc_age_args() == ["--grpc-max-connection-age=60000", "--grpc-max-connection-age-grace=30000"]
+    never = server_from_args(build_parser().parse_args(["serve", str(tmp_path), "--grpc-max-connection-age", "0"]))
+    assert never._grpc_age_args() == []
+    with pytest.raises(ConfigError, match="local folder"):
+        TritonServer("s3://bucket/repository", tmp_path)

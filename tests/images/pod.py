@@ -90,6 +90,7 @@ class PlayedPod:
         self.played_at = self.ready_at = None
 
     def play(self) -> "PlayedPod":
+        self.down()  # a pod of the same name left by an interrupted run
         busy = ports_in_use(SERVED_PORTS.values())
         assert not busy, f"ports {busy} are taken on this machine: the pod listens on them (host network)"
         self.played_at = time.monotonic()

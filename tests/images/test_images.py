@@ -44,7 +44,7 @@ def report():
     lines = ["# Image check: what users deploy, built and run here", "",
              f"Base image: a stand-in for `{STANDIN_IMAGE}` (Debian bookworm, Python 3.11, debootstrap).", "",
              "| what | result |", "|---|---|"]
-    lines += [f"| {key.replace('_', ' ')} | {value} |" for key, value in facts.items()]
+    lines += [f"| {key} | {value} |" for key, value in facts.items()]
     (REPORT_DIR / "image_check.md").write_text("\n".join(lines) + "\n")
 
 
@@ -55,7 +55,8 @@ def podman(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def standin(podman, tmp_path_factory, report):
-    report["stand_in_base_import_s"] = round(ensure_standin(podman, tmp_path_factory.mktemp("standin")), 1)
+    spent = ensure_standin(podman, tmp_path_factory.mktemp("standin"))
+    report["stand-in base image (debootstrap, import)"] = f"{spent:.0f} s" if spent else "already on this machine"
     return STANDIN_IMAGE
 
 
@@ -68,10 +69,9 @@ def cpu_images(podman, standin, repository, report) -> dict[str, str]:
                            f"BUILD_OPTS={' '.join(podman.build_options)}"],
                           cwd=REPO, capture_output=True, text=True, env=podman.env, timeout=1800)
     assert make.returncode == 0, make.stdout[-3000:] + make.stderr[-3000:]
-    report["make_images_cpu_s"] = round(time.monotonic() - started, 1)
     images = {name: _image(name) for name in ("cpu", "cpu-repository")}
-    for name, image in images.items():
-        report[f"image_{name}_mb"] = round(podman.image_size_mb(image))
+    sizes = ", ".join(f"{name} {podman.image_size_mb(image):.0f} MB" for name, image in images.items())
+    report["`make images FLAVOUR=cpu` (cached layers reused)"] = f"{time.monotonic() - started:.0f} s ({sizes})"
     return images
 
 
@@ -81,7 +81,8 @@ def locust_image(podman, standin, report) -> str:
     image = _image("locust")
     podman("build", *podman.build_options, "-f", "docker/Dockerfile.locust", "-t", image, ".", cwd=REPO,
            timeout_s=1800)
-    report["build_locust_s"] = round(time.monotonic() - started, 1)
+    report["Locust image build (cached layers reused)"] = (f"{time.monotonic() - started:.0f} s "
+                                                          f"({podman.image_size_mb(image):.0f} MB)")
     return image
 
 
@@ -115,7 +116,9 @@ def pod(podman, rendered_deployment, tmp_path_factory, report):
     started.admin_key = key
     try:
         probe = spec["containers"][0]["startupProbe"]
-        report["ready_after_s"] = round(started.wait_ready(probe["periodSeconds"] * probe["failureThreshold"]), 1)
+        budget = probe["periodSeconds"] * probe["failureThreshold"]
+        ready_s = started.wait_ready(budget)
+        report["cpu pod ready after `kube play`"] = f"{ready_s:.1f} s (startup probe budget {budget} s)"
         yield started
     finally:
         started.down()
@@ -164,16 +167,16 @@ def test_the_locust_image_runs_headless_against_the_pod(podman, locust_image, po
     assert result.returncode == 0, result.stderr[-3000:]
     stats = json.loads(result.stdout)
     requests, failures = sum(s["num_requests"] for s in stats), sum(s["num_failures"] for s in stats)
-    report["locust_image_grpc_8s_requests"] = f"{requests} ({failures} failed)"
+    report["Locust image, 4 gRPC users for 8 s"] = f"{requests} requests, {failures} failed"
     assert requests > 20 and failures == 0, stats
 
 
 def test_the_pod_still_runs_a_minute_later_never_restarted(pod, report):
     time.sleep(max(0.0, pod.ready_at + STAYS_UP_S - time.monotonic()))
     state = pod.state()
-    report[f"state_{STAYS_UP_S}s_after_ready"] = f"{state['Status']}, {state['RestartCount']} restarts"
     memory = pod.memory_mb()
-    report["memory_mb"] = f"{memory:.0f} (limit 4096)"
+    report[f"{STAYS_UP_S} s after ready"] = (f"{state['Status']}, {state['RestartCount']} restarts, "
+                                             f"{memory:.0f} MB of memory (limit 4096)")
     assert state == {"Status": "running", "ExitCode": 0, "RestartCount": 0}, pod.logs()
     assert memory < 4096
 
@@ -209,9 +212,10 @@ def test_a_stop_loses_no_request_in_flight(pod, images, report):
     before = [o for o in outcomes if o[0] < stop_at]
     in_flight = [o for o in before if o[1] > stop_at]
     state = pod.state()
-    report["stop"] = (f"{stop_s:.1f} s (grace {pod.grace_s} s), exit code {state['ExitCode']}; "
-                      f"{len(before)} requests before it, {len(in_flight)} of them in flight, all answered: "
-                      f"{all(o[2] for o in before)}; {sum(not o[2] for o in outcomes)} refused after")
+    answered = sum(ok for _, _, ok in before)
+    report["SIGTERM (`pod stop`, the pod's grace period) under 4 gRPC users"] = (
+        f"stopped in {stop_s:.1f} s, exit code {state['ExitCode']}; {answered} of {len(before)} requests sent "
+        f"before it answered ({len(in_flight)} in flight at the stop); {len(outcomes) - len(before)} refused after")
     assert before and in_flight, "no request was in flight when the stop came"
     assert all(ok for _, _, ok in before), [o for o in before if not o[2]]
     assert state["ExitCode"] == 0 and stop_s < pod.grace_s, pod.logs()

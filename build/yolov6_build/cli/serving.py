@@ -87,6 +87,9 @@ def add_build_engine(sub) -> None:
     p.set_defaults(func=engine_cli.run)
 
 
+SERVE_GRPC_MAX_CONNECTION_AGE_S = 60  # what a deployed server reconnects its gRPC clients after
+
+
 def add_serve(sub) -> None:
     from ..server import READY_TIMEOUT_S
 
@@ -94,6 +97,9 @@ def add_serve(sub) -> None:
     p.add_argument("repository", type=Path, nargs="?", default=CPU_REPOSITORY,
                    help=f"model repository (default {CPU_REPOSITORY})")
     add_server_options(p)
+    p.add_argument("--grpc-max-connection-age", type=int, default=SERVE_GRPC_MAX_CONNECTION_AGE_S, metavar="S",
+                   help="reconnect gRPC clients after S seconds, so a Service's new pods get their share "
+                        "(default %(default)s; 0 = never)")
     p.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S, metavar="S",
                    help="give up when the models are not loaded after S seconds (default %(default)g: the "
                         "Kubernetes startup probe's budget)")

@@ -2,9 +2,9 @@
 
 Two measurements, one run (`make fleet`):
 - scaling: throughput and p50/p95/p99 through the balancer for 1..N replicas, per protocol;
-- disruption: one replica stopped mid-run (graceful: drain + SIGTERM; or SIGKILL), then restarted,
-  while Locust users retry transient errors: requests lost (failures), retries, and how long the
-  balancer took to take the replica out and put it back.
+- disruption: one replica stopped mid-run (graceful: drained in the balancer, then the server's own
+  drain and SIGTERM; or SIGKILL), then restarted, while Locust users retry transient errors: requests
+  lost (failures), retries, and how long the balancer took to take the replica out and put it back.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..errors import BuildError
 from ..reports.loadtest import StepResult, run_step
 from ..server import ServerOptions, TritonServer
 from .haproxy import Backend, HAProxy
@@ -54,12 +55,16 @@ class Fleet:
         self.servers[index] = TritonServer(self.repository, self.work_dir / f"replica-{index}",
                                            self.options[index]).start()
 
-    def stop_replica(self, index: int, mode: str) -> None:
+    def stop_replica(self, index: int, mode: str, balancer: HAProxy | None = None) -> None:
+        """graceful: out of ``balancer`` first (no new requests, in-flight ones finish), then the server's own
+        drain and SIGTERM; sigkill: the whole process group (server and its stubs), no warning."""
         server = self.servers[index]
-        if mode == "sigkill":  # the whole process group: server and its backend stubs, no warning
+        if mode == "sigkill":
             os.killpg(server.process.pid, signal.SIGKILL)
             server.process.wait()
-        server.stop()  # graceful: drain the ensembles, SIGTERM; after a kill it only cleans up
+        elif balancer is not None:
+            balancer.drain(f"replica-{index}")
+        server.stop()  # after a kill it only cleans up
         self.servers[index] = None
 
     def backends(self, count: int | None = None) -> list[Backend]:
@@ -101,6 +106,7 @@ class Disruption:
     mode: str
     protocol: str
     step: StepResult
+    answered_before_stop: int  # requests the stopped replica answered in this run before the stop (HAProxy's count)
     out_after_s: float  # from the stop order until the balancer had the replica DOWN
     back_after_s: float  # from the restart order until the balancer had it UP again
 
@@ -112,19 +118,22 @@ def disruption_run(fleet: Fleet, balancer: HAProxy, mode: str, protocol: str, us
     name = f"replica-{victim}"
     timings: dict[str, float] = {}
     errors: list[BaseException] = []
+    answered_at_start = balancer.answered(name)
 
     def disrupt():
         try:
             time.sleep(seconds / 4)
+            timings["answered"] = balancer.answered(name) - answered_at_start
             started = time.monotonic()
-            stopping = threading.Thread(target=fleet.stop_replica, args=(victim, mode))  # a drain takes a while
+            stopping = threading.Thread(target=fleet.stop_replica, args=(victim, mode, balancer))  # drains take a while
             stopping.start()
-            balancer.wait_for(balancer.replica_is(name, "DOWN"), 30, f"{name} DOWN")
+            balancer.wait_for(balancer.replica_is(name, "DOWN"), 60, f"{name} DOWN")
             timings["out"] = time.monotonic() - started
             stopping.join()
             restarted = time.monotonic()
             fleet.restart(victim)
-            balancer.wait_for(balancer.replica_is(name, "UP"), 30, f"{name} UP")
+            balancer.set_state(name, "ready")  # out of drain; the health check puts it UP once it answers
+            balancer.wait_for(balancer.replica_is(name, "UP"), 60, f"{name} UP")
             timings["back"] = time.monotonic() - restarted
         except BaseException as exc:  # re-raised in the caller's thread
             errors.append(exc)
@@ -133,10 +142,13 @@ def disruption_run(fleet: Fleet, balancer: HAProxy, mode: str, protocol: str, us
     thread.start()
     step = run_step(balancer_url(balancer, protocol), protocol, users, out_dir, seconds, max_requests=1_000_000,
                     name=f"disrupt_{mode}_{protocol}", retries=retries)
-    thread.join(60)
+    thread.join(150)  # the restarted replica may still be loading when the load ends
     if errors:
         raise errors[0]
-    return Disruption(mode, protocol, step, round(timings["out"], 2), round(timings["back"], 2))
+    if thread.is_alive():
+        raise BuildError(f"{name} was not back in the balancer 150 s after the load ended")
+    return Disruption(mode, protocol, step, timings["answered"], round(timings["out"], 2),
+                      round(timings["back"], 2))
 
 
 def run_fleet(repository: Path, out_dir: Path, settings: FleetSettings = FleetSettings()) -> dict:
@@ -166,9 +178,11 @@ def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
               f"| {r['p95_ms']:g} | {r['p99_ms']:g} |" for r in report["scaling"]]
     lines += ["", f"One replica of {s['replicas']} stopped {s['disruption_seconds'] / 4:g} s into a "
               f"{s['disruption_seconds']:g} s run, then restarted; users retry transient errors up to {s['retries']} times.",
-              "", "| stop | protocol | requests | lost (failures) | retries | req/s | p99 ms | out of the balancer after s "
-              "| back in after restart s |", "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {d['mode']} | {d['protocol']} | {d['step']['requests']} | {d['step']['failures']} | {d['step']['retries']} "
+              "", "| stop | protocol | requests | answered by it before the stop | lost (failures) | retries | req/s "
+              "| p99 ms | out of the balancer after s "
+              "| back in after restart s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {d['mode']} | {d['protocol']} | {d['step']['requests']} | {d['answered_before_stop']} "
+              f"| {d['step']['failures']} | {d['step']['retries']} "
               f"| {d['step']['rps']} | {d['step']['p99_ms']:g} | {d['out_after_s']} | {d['back_after_s']} |"
               for d in report["disruptions"]]
     paths["md"].write_text("\n".join(lines) + "\n")
