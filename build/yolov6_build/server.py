@@ -25,6 +25,7 @@ from .errors import BuildError, ConfigError, DependencyError
 
 log = logging.getLogger(__name__)
 ADMIN_HEADER = "triton-admin-key"  # header that unlocks ServerOptions.restricted_apis
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"  # the same key as gRPC metadata (Triton's prefix)
 # How long a start waits for every model to load: the Kubernetes startup probe's budget
 # (deploy/k8s/base/deployment.yaml), so a slow load is never cut short by the wrapper first.
 READY_TIMEOUT_S = 600.0
@@ -292,6 +293,7 @@ class TritonServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process = None
+        self.ready = False
         self._log_file.close()
         self.admin_key_path.unlink(missing_ok=True)
 

@@ -52,11 +52,15 @@ def test_every_executed_layer_is_quantized(fused, quantized):
 def test_calibration_sets_scales_from_data(fused, batches, quantized):
     stem_input = quantized.backbone.stem.rbr_reparam.input_quantizer
     assert float(stem_input.amax) == pytest.approx(max(float(b.max()) for b in batches), rel=1e-6)
+    # One layer quantized, the rest float: the MSE and entropy searches cost minutes over all 143 quantizers
+    layer = "neck.reduce_layer0.block.conv"
+    others = tuple(name for name in executed_layers(fused, HW) if name != layer)
     amaxes = {}
-    for calibrator in ("percentile", "mse", "entropy"):
-        q = quantize_ptq(fused, batches, PtqConfig(calibrator, percentile=99.0), progress=False)
+    for calibrator in ("max", "percentile", "mse", "entropy"):
+        q = quantize_ptq(fused, batches, PtqConfig(calibrator, percentile=99.0, exclude=others), progress=False)
+        assert set(layer_quantizers(q)) == {layer}
         amaxes[calibrator] = float(q.neck.reduce_layer0.block.conv.input_quantizer.amax)
-    maximum = float(quantized.neck.reduce_layer0.block.conv.input_quantizer.amax)
+    maximum = amaxes.pop("max")
     assert all(0 < v <= maximum * (1 + 1e-6) for v in amaxes.values()), (amaxes, maximum)
     assert amaxes["percentile"] < maximum and len(set(amaxes.values())) == 3  # each method picks its own range
 

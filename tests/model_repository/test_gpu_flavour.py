@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from yolov6_build import contract as c
-from yolov6_build.server import ADMIN_HEADER
+from yolov6_build.server import GRPC_ADMIN_HEADER
 from tests.conftest import detect_concurrently
 from yolov6_client import ServerError, TritonDetector
 
@@ -57,7 +57,7 @@ def _statistics(triton, model):
 
     with grpcclient.InferenceServerClient(triton.grpc_url) as client:
         stats = client.get_inference_statistics(model, as_json=True,
-                                                headers={ADMIN_HEADER: triton.admin_key})["model_stats"][0]
+                                                headers={GRPC_ADMIN_HEADER: triton.admin_key})["model_stats"][0]
     return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats.get("batch_stats", [])}
 
 

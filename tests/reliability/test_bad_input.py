@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from yolov6_build.contract import MAX_ENCODED_BYTES, MAX_IMAGE_PIXELS
-from yolov6_build.server import ADMIN_HEADER
+from yolov6_build.server import GRPC_ADMIN_HEADER
 from yolov6_client import ServerError, TritonDetector
 
 pytestmark = pytest.mark.triton
@@ -150,7 +150,7 @@ def _preprocess_batches(server) -> dict[int, int]:
 
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
         stats = client.get_inference_statistics(c.PREPROCESS_MODEL, as_json=True,
-                                                headers={ADMIN_HEADER: server.admin_key})["model_stats"][0]
+                                                headers={GRPC_ADMIN_HEADER: server.admin_key})["model_stats"][0]
     return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats.get("batch_stats", [])}
 
 
