@@ -71,7 +71,7 @@ def cpu_images(podman, standin, repository, report) -> dict[str, str]:
     assert make.returncode == 0, make.stdout[-3000:] + make.stderr[-3000:]
     images = {name: _image(name) for name in ("cpu", "cpu-repository")}
     sizes = ", ".join(f"{name} {podman.image_size_mb(image):.0f} MB" for name, image in images.items())
-    report["`make images FLAVOUR=cpu` (cached layers reused)"] = f"{time.monotonic() - started:.0f} s ({sizes})"
+    report["`make images FLAVOUR=cpu` (podman reuses cached layers)"] = f"{time.monotonic() - started:.0f} s ({sizes})"
     return images
 
 
@@ -81,7 +81,7 @@ def locust_image(podman, standin, report) -> str:
     image = _image("locust")
     podman("build", *podman.build_options, "-f", "docker/Dockerfile.locust", "-t", image, ".", cwd=REPO,
            timeout_s=1800)
-    report["Locust image build (cached layers reused)"] = (f"{time.monotonic() - started:.0f} s "
+    report["Locust image build (podman reuses cached layers)"] = (f"{time.monotonic() - started:.0f} s "
                                                           f"({podman.image_size_mb(image):.0f} MB)")
     return image
 
