@@ -290,8 +290,14 @@ class TritonServer:
             try:
                 self.process.wait(timeout_s or self.options.exit_timeout_s + 15)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+                pass
+        # Whatever is left of the server's process group: all of it on a timeout, and the stubs a server
+        # stopped while its models loaded started but never stopped.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
         self.process = None
         self.ready = False
         self._log_file.close()
