@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from yolov6_build.server import ADMIN_HEADER
+
 from tests.images.pod import PlayedPod, deployment_of, emulate_kubernetes, podman_secret, SERVED_PORTS
 from tests.images.podman import ENGINE, Podman
 from tests.images.standin import STANDIN_IMAGE, ensure_standin
@@ -155,7 +157,7 @@ def test_the_admin_key_comes_from_the_secret_and_statistics_need_it(pod):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(url, timeout=10)
     assert refused.value.code == 403
-    request = urllib.request.Request(url, headers={"triton-admin-key": pod.admin_key})
+    request = urllib.request.Request(url, headers={ADMIN_HEADER: pod.admin_key})
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
 

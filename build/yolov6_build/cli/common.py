@@ -84,5 +84,5 @@ def server_from_args(args):
 
     options = ServerOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                             metrics_port=args.metrics_port, admin_key=admin_key_from_environment(),
-                            grpc_max_connection_age_s=getattr(args, "grpc_max_connection_age", None) or None)
+                            grpc_max_connection_age_s=getattr(args, "grpc_max_connection_age", None))
     return TritonServer(args.repository, args.work_dir, options)

@@ -36,10 +36,11 @@ class Backend:
     grpc_port: int
 
 
-BACKENDS = ("triton_http", "triton_grpc")
+HTTP_BACKEND, GRPC_BACKEND = BACKENDS = ("triton_http", "triton_grpc")  # the config's names, the runtime API's
 
 
-def haproxy_config(backends: list[Backend], http_port: int, grpc_port: int, stats_port: int, admin_socket: Path) -> str:
+def haproxy_config(backends: list[Backend], http_port: int, grpc_port: int, stats_port: int,
+                   admin_socket: Path) -> str:
     http_servers = "\n".join(f"    server {b.name} {b.host}:{b.http_port} check" for b in backends)
     # gRPC goes to the replica's gRPC port over HTTP/2; its health check asks the same replica's HTTP port
     grpc_servers = "\n".join(f"    server {b.name} {b.host}:{b.grpc_port} proto h2 check port {b.http_port} "
@@ -58,22 +59,22 @@ defaults
     option redispatch
     default-server inter {CHECK_INTERVAL_MS}ms fall 2 rise 2
 
-frontend triton_http
+frontend {HTTP_BACKEND}
     bind 127.0.0.1:{http_port}
-    default_backend triton_http
+    default_backend {HTTP_BACKEND}
 
-frontend triton_grpc
+frontend {GRPC_BACKEND}
     bind 127.0.0.1:{grpc_port} proto h2
-    default_backend triton_grpc
+    default_backend {GRPC_BACKEND}
 
-backend triton_http
+backend {HTTP_BACKEND}
     balance leastconn
     option httpchk
     http-check send meth GET uri /v2/models/{ENSEMBLE_MODEL}/ready
     http-check expect status 200
 {http_servers}
 
-backend triton_grpc
+backend {GRPC_BACKEND}
     balance leastconn
     option httpchk
     http-check send meth GET uri /v2/models/{ENSEMBLE_MODEL}/ready
