@@ -18,9 +18,11 @@ QAT ?= $(if $(filter $(DEMO_MODEL),$(CHECKPOINT)),$(DATASET)/annotations/instanc
 # layers build-repo keeps float, by module name (partial PTQ; README, "INT8 on the CPU": the head's 3x3 convs, +0.4 mAP)
 EXCLUDE ?=
 SOAK_MINUTES ?= 10
+FUZZ_SECONDS ?= 600
+FUZZ_COUNT ?= 5000
 
 .PHONY: setup setup-services setup-deploy-tools test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt train-repvgg-sgd repopt-report qat-repopt bench-int8 bench-silu bench-nms \
-	bench-serving bench-serving-ab bench loadtest soak gpu-check fleet images image-check setup-containers
+	bench-serving bench-serving-ab bench loadtest soak gpu-check fleet images image-check setup-containers fuzz fuzz-server
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -139,6 +141,12 @@ gpu-check: setup  ## GPU host with docker: build INT8/FP16 plans, serve, compare
 	$(CLI) gpu-check --preflight-only
 	$(MAKE) dataset
 	$(CLI) gpu-check $(CHECKPOINT) --calib $(CALIB) -o artifacts/reports/gpu_check
+
+fuzz: setup  ## $(FUZZ_SECONDS) s per route of mutated images (every format) through the served decode routes, in child processes; crashes bisected and saved (artifacts/reports/fuzz)
+	$(CLI) fuzz --seconds $(FUZZ_SECONDS)
+
+fuzz-server: build-repo  ## $(FUZZ_COUNT) mutated images and the crash corpus to a live server: clear answers, same server PIDs
+	$(CLI) fuzz-server model_repository/cpu --count $(FUZZ_COUNT)
 
 clean:  ## remove generated artifacts (keeps .venv)
 	rm -rf artifacts .pytest_cache

@@ -10,6 +10,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .geometry import PAD_VALUE, letterbox_boxes, letterbox_params
+from .inputs import admit_encoded_image
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ def decode_rgb(encoded: bytes) -> np.ndarray:
     the cpu flavour's OpenCV letterbox and annotation all decode with it. ValueError for bytes that are no image."""
     import cv2
 
+    problem = admit_encoded_image(encoded)  # OpenCV never sees a format outside the fuzzed ones
+    if problem is not None:
+        raise problem
     try:
         image = cv2.imdecode(np.frombuffer(encoded, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as exc:  # e.g. a header whose sizes OpenCV refuses

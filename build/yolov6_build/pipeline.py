@@ -14,6 +14,7 @@ import numpy as np
 
 from . import contract as c
 from .geometry import Detections
+from .inputs import letterbox_admitted
 from .postprocess import detections_for_image
 
 PREPROCESSORS = ("dali", "opencv")
@@ -74,7 +75,7 @@ class InProcessPipeline:
         self.thresholds = (conf_threshold, iou_threshold, max_detections)
 
     def __call__(self, encoded_images: list[bytes]) -> list[Detections | Exception]:
-        prepared = self.letterbox(encoded_images)
+        prepared = letterbox_admitted(self.letterbox, encoded_images)  # as the served preprocess does
         good = [p for p in prepared if not isinstance(p, Exception)]
         outputs = iter([])
         if good:

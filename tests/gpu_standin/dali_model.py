@@ -4,8 +4,9 @@ Same name, inputs and outputs, the same pipeline definition and executor setting
 behaves as dali_backend r26.06 does where our code depends on it: the requests of a dynamic batch
 form one DALI batch, and when any sample fails, every request of that batch gets the error
 (src/dali_model_instance.cc: one error for all responses) and the pipeline is rebuilt.
-It also counts the images per request it receives (metric ``standin_dali_requests``), so tests can
-see how the preprocess sends its batches.
+It also counts the images per request it receives (metric ``standin_dali_requests``) and its pipeline
+rebuilds (``standin_dali_resets``), so tests can see how the preprocess sends its batches and what a
+bad image costs.
 """
 
 import json
@@ -26,6 +27,10 @@ class TritonPythonModel:
         self.pipe = self._pipeline()
         self.requests = pb_utils.MetricFamily(name="standin_dali_requests", description="requests by images in them",
                                               kind=pb_utils.MetricFamily.COUNTER)
+        # the family must stay referenced: Triton drops a metric whose family object is gone
+        self.reset_family = pb_utils.MetricFamily(name="standin_dali_resets", description="pipeline rebuilds after an error",
+                                                  kind=pb_utils.MetricFamily.COUNTER)
+        self.resets = self.reset_family.Metric(labels={"cause": "error"})
 
     def _pipeline(self):
         pipe = build_pipeline(self.input_hw, self.max_batch_size, "cpu")
@@ -47,6 +52,7 @@ class TritonPythonModel:
             images, letterbox = (out.as_array() for out in self.pipe.run())
         except RuntimeError as exc:
             self.pipe = self._pipeline()
+            self.resets.increment(1)
             error = pb_utils.TritonError(f"DALI error: {str(exc).splitlines()[0]}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
         responses, start = [], 0

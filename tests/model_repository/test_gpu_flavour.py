@@ -62,12 +62,15 @@ def _statistics(triton, model):
 
 
 def _requests_by_size(triton):
-    """The stand-in DALI model's count of requests by images per request (its custom metric)."""
+    """The stand-in DALI model's count of requests by images per request, and of its pipeline resets
+    (its custom metrics)."""
     import re
     import urllib.request
 
-    text = urllib.request.urlopen(f"http://{triton.options.host}:{triton.options.metrics_port}/metrics").read()
-    return {int(n): float(v) for n, v in re.findall(r'standin_dali_requests\{images="(\d+)"\} (\S+)', text.decode())}
+    text = urllib.request.urlopen(f"http://{triton.options.host}:{triton.options.metrics_port}/metrics").read().decode()
+    counts = {int(n): float(v) for n, v in re.findall(r'standin_dali_requests\{images="(\d+)"\} (\S+)', text)}
+    resets = re.search(r'standin_dali_resets\{cause="error"\} (\S+)', text)
+    return counts, float(resets.group(1)) if resets else 0.0
 
 
 def test_gpu_corrupt_image_fails_alone_in_one_dynamic_batch(gpu_standin_server, images):
@@ -76,7 +79,7 @@ def test_gpu_corrupt_image_fails_alone_in_one_dynamic_batch(gpu_standin_server, 
     payloads = [good, corrupt, good, good]
     dali_before = _statistics(gpu_standin_server, c.DALI_MODEL)
     pre_before = _statistics(gpu_standin_server, c.PREPROCESS_MODEL)
-    requests_before = _requests_by_size(gpu_standin_server)
+    requests_before, resets_before = _requests_by_size(gpu_standin_server)
     results = detect_concurrently(gpu_standin_server, payloads, conf_threshold=LOW_CONF)
     assert isinstance(results[1], ServerError) and "decode" in str(results[1])
     for result in (results[0], results[2], results[3]):
@@ -85,13 +88,16 @@ def test_gpu_corrupt_image_fails_alone_in_one_dynamic_batch(gpu_standin_server, 
 
     pre_after = _statistics(gpu_standin_server, c.PREPROCESS_MODEL)
     dali_after = _statistics(gpu_standin_server, c.DALI_MODEL)
-    requests_after = _requests_by_size(gpu_standin_server)
+    requests_after, resets_after = _requests_by_size(gpu_standin_server)
     # the four requests reached the preprocess as one dynamic batch, which went to DALI as one request
     assert pre_after.get(4, 0) - pre_before.get(4, 0) == 1, (pre_before, pre_after)
     assert requests_after.get(4, 0) - requests_before.get(4, 0) == 1, (requests_before, requests_after)
     assert dali_after.get(4, 0) - dali_before.get(4, 0) == 1, (dali_before, dali_after)
-    # DALI failed that batch as a whole: then each of its images ran alone
-    assert dali_after.get(1, 0) - dali_before.get(1, 0) == len(payloads), (dali_before, dali_after)
+    # DALI failed that batch as a whole; the CPU screen found the bad image, the other three ran again as one
+    # request: the bad image cost one reset and one extra call, and no image ran alone
+    assert requests_after.get(3, 0) - requests_before.get(3, 0) == 1, (requests_before, requests_after)
+    assert requests_after.get(1, 0) - requests_before.get(1, 0) == 0, (requests_before, requests_after)
+    assert resets_after - resets_before == 1
 
 
 def test_gpu_server_stays_up_after_bad_batches(gpu_standin_server, images):

@@ -45,9 +45,7 @@ def _variants(rgb: np.ndarray) -> dict[str, bytes]:
     image = Image.fromarray(rgb)
     return {"cmyk_jpeg": _encode(image.convert("CMYK"), "JPEG", quality=98),
             "png_16bit": _png16(rgb),
-            "png_rgba": _encode(image.convert("RGBA"), "PNG"),
-            "bmp": _encode(image, "BMP"),
-            "webp_lossless": _encode(image, "WEBP", lossless=True)}
+            "png_rgba": _encode(image.convert("RGBA"), "PNG")}
 
 
 RECOVERABLE = "decod"  # either an error with these words or a valid result
@@ -60,13 +58,17 @@ def _bad_payloads(good_jpeg: bytes) -> dict[str, tuple[bytes, str]]:
     corrupt = bytearray(good_jpeg)
     corrupt[len(corrupt) // 3: len(corrupt) // 3 + 400] = bytes(400)  # zeros in the middle of the scan
     return {"empty": (b"", "empty"),
-            "random": (np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes(), "not a decodable"),
-            "text": (b"GET / HTTP/1.1\r\n\r\n", "not a decodable"),
+            "random": (np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes(), "unsupported image format"),
+            "text": (b"GET / HTTP/1.1\r\n\r\n", "unsupported image format (unknown); send JPEG or PNG"),
+            "broken_png_header": (b"\x89PNG\r\n\x1a\n" + bytes(30), "broken PNG header"),
             "truncated_jpeg": (good_jpeg[: len(good_jpeg) // 2], "decod"),
             "header_only_jpeg": (good_jpeg[:200], "decod"),
             "huge_pixels": (huge, "allowed 1 to"),
             "over_byte_limit": (b"\xff\xd8\xff" + bytes(MAX_ENCODED_BYTES), "byte limit"),
-            "gif": (_encode(Image.new("RGB", (64, 64)), "GIF"), "unsupported image format"),
+            # formats no decoder route admits (fuzzing crashed decoders with BMP, TIFF and JPEG 2000)
+            **{fmt.lower(): (_encode(Image.new("RGB", (64, 64)), fmt), f"unsupported image format ({name}); send JPEG or PNG")
+               for fmt, name in (("GIF", "GIF"), ("BMP", "BMP"), ("TIFF", "TIFF"), ("WEBP", "RIFF/WebP"),
+                                 ("JPEG2000", "JPEG 2000"))},
             "corrupt_jpeg": (bytes(corrupt), RECOVERABLE)}  # a decoder may recover: a decode error or a result
 
 

@@ -14,9 +14,9 @@ import logging
 import sys
 
 from ..errors import BuildError, ConfigError
-from . import deploy, load, model, quantize, serving
+from . import deploy, fuzz, load, model, quantize, serving
 
-GROUPS = (model, quantize, serving, load, deploy)
+GROUPS = (model, quantize, serving, load, fuzz, deploy)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ from ..contract import PREPROCESS_INPUT, PREPROCESS_INPUT_BYTES
 from ..deps import require
 from ..errors import DependencyError
 from ..geometry import PAD_VALUE
+from ..inputs import run_isolating_failures
 from ..release import DALI_VERSION, DALI_WHEEL, TRITON_RELEASE
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,8 @@ def serialize_gpu_pipeline(path: str | Path, input_hw: tuple[int, int], max_batc
 class CpuLetterbox:
     """Runs the CPU pipeline on lists of encoded images, isolating failures to single images.
 
-    DALI fails a whole batch when one sample cannot be decoded; on such a failure the batch is
-    re-run one image at a time so only the bad images get an error.
+    DALI fails a whole batch when one sample cannot be decoded and the pipeline object is then
+    invalid: it is rebuilt, and ``run_isolating_failures`` finds the bad images.
     """
 
     def __init__(self, input_hw: tuple[int, int], max_batch_size: int = 8, num_threads: int = 2,
@@ -117,18 +118,15 @@ class CpuLetterbox:
         pipe.build()
         return pipe
 
-    def _run(self, encoded: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        self._pipe.feed_input(PREPROCESS_INPUT, encoded)
-        self._pipe.feed_input(PREPROCESS_INPUT_BYTES, [np.array([len(e)], np.int32) for e in encoded])
-        images, letterbox = self._pipe.run()
-        return [(np.array(images[i]), np.array(letterbox[i])) for i in range(len(encoded))]
-
-    def _run_guarded(self, encoded: list[np.ndarray]):
+    def _run(self, encoded: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]] | ValueError:
         try:
-            return self._run(encoded)
-        except RuntimeError:
+            self._pipe.feed_input(PREPROCESS_INPUT, encoded)
+            self._pipe.feed_input(PREPROCESS_INPUT_BYTES, [np.array([len(e)], np.int32) for e in encoded])
+            images, letterbox = self._pipe.run()
+        except RuntimeError as exc:
             self._pipe = self._new_pipeline()  # a critical error invalidates the pipeline object
-            raise
+            return ValueError(f"cannot decode image: {_first_line(exc)}")
+        return [(np.array(images[i]), np.array(letterbox[i])) for i in range(len(encoded))]
 
     def __call__(self, encoded: list[bytes | np.ndarray]) -> list[tuple[np.ndarray, np.ndarray] | Exception]:
         """Each result is (images [3,H,W] as ``pixels``, letterbox float32 [6]) or the exception for that image."""
@@ -136,21 +134,14 @@ class CpuLetterbox:
                   np.ascontiguousarray(e, dtype=np.uint8).reshape(-1) for e in encoded]
         results: list = []
         for start in range(0, len(arrays), self.max_batch_size):
-            chunk = arrays[start:start + self.max_batch_size]
-            try:
-                results.extend(self._run_guarded(chunk))
-            except RuntimeError:
-                results.extend(self._run_one(a) for a in chunk)
+            results.extend(run_isolating_failures(self._run, arrays[start:start + self.max_batch_size]))
         return results
-
-    def _run_one(self, encoded: np.ndarray):
-        try:
-            return self._run_guarded([encoded])[0]
-        except RuntimeError as exc:
-            return ValueError(f"cannot decode image: {_first_line(exc)}")
 
 
 def _first_line(exc: Exception) -> str:
+    """The cause in a DALI error: the line after "encountered:" (e.g. "nvImageCodec failure: '#3'")."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if "encountered:" in lines[:-1]:
+        return lines[lines.index("encountered:") + 1][:300]
     useful = [line for line in lines if "rror" in line and "Critical error" not in line]
     return (useful or lines or ["unknown error"])[-1][:300]

@@ -4,15 +4,15 @@
 flavour's default: no per-batch cost, the same code as offline evaluation); ``dali`` runs the GPU
 flavour's DALI pipeline in-process on CPU (both hand over images as ``pixels``: the cpu flavour's uint8); ``bls`` sends the whole dynamic batch to the DALI backend
 model named by ``dali_model`` in one request (GPU flavour) and passes its outputs on by DLPack where DALI left them, so GPU images go
-from DALI to TensorRT without a host round trip. Either way a batch with an undecodable image is
-re-run image by image, so only that image's request fails.
+from DALI to TensorRT without a host round trip. Every route admits images with ``letterbox_admitted``
+(JPEG and PNG only), and a DALI batch with an undecodable image fails only that image's request.
 """
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from yolov6_build import contract
-from yolov6_build.inputs import check_encoded_image
+from yolov6_build.inputs import letterbox_admitted, run_isolating_failures
 from yolov6_build.triton_models.common import config_parameters, error_response
 
 
@@ -61,7 +61,8 @@ def padded_batch(encoded: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class BlsLetterbox:
-    """Letterbox through the DALI backend model: one BLS request per batch, then one per failed image.
+    """Letterbox through the DALI backend model: one BLS request per batch (a failed batch: see
+    ``run_isolating_failures``).
 
     Each result is ``(images [1, 3, H, W], letterbox [1, 6])``, slices of DALI's output tensors
     (GPU memory for the mixed decoder), or the exception for that image.
@@ -85,14 +86,7 @@ class BlsLetterbox:
         return [(images[i:i + 1], letterbox[i:i + 1]) for i in range(len(encoded))]
 
     def __call__(self, encoded: list[np.ndarray]):
-        batch = self._infer(encoded)
-        if not isinstance(batch, Exception):
-            return batch
-        if len(encoded) == 1:
-            return [batch]
-        # DALI fails its whole batch when one image is bad: run each image alone
-        return [result if isinstance(result, Exception) else result[0]
-                for result in (self._infer([e]) for e in encoded)]
+        return run_isolating_failures(self._infer, encoded)
 
 
 class InProcessLetterbox:
@@ -124,10 +118,7 @@ class TritonPythonModel:
             rows = pb_utils.get_input_tensor_by_name(request, contract.PREPROCESS_INPUT).as_numpy()
             per_request.append(len(rows))
             flat.extend(rows)
-        checked = [check_encoded_image(row) for row in flat]
-        to_decode = [row for row, problem in zip(flat, checked) if problem is None]
-        decoded = iter(self.letterbox(to_decode) if to_decode else [])
-        results = [problem if problem is not None else next(decoded) for problem in checked]
+        results = letterbox_admitted(self.letterbox, flat)
 
         responses, start = [], 0
         for count in per_request:
