@@ -68,11 +68,11 @@ def decode_rgb(encoded: bytes) -> np.ndarray:
     the cpu flavour's OpenCV letterbox and annotation all decode with it. ValueError for bytes that are no image."""
     import cv2
 
-    problem = admit_encoded_image(encoded)  # OpenCV never sees a format outside the fuzzed ones
-    if problem is not None:
-        raise problem
+    admitted = admit_encoded_image(encoded)  # OpenCV sees only what the fuzzed routes see
+    if isinstance(admitted, ValueError):
+        raise admitted
     try:
-        image = cv2.imdecode(np.frombuffer(encoded, dtype=np.uint8), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(admitted, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as exc:  # e.g. a header whose sizes OpenCV refuses
         raise ValueError(f"cannot decode image: {str(exc).strip().splitlines()[-1][:200]}") from None
     if image is None:

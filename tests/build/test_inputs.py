@@ -18,7 +18,8 @@ def _encode(fmt: str, size=(40, 30), **options) -> bytes:
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_jpeg_and_png_are_admitted(fmt):
     assert set(ACCEPTED_FORMATS) == {"JPEG", "PNG"}
-    assert admit_encoded_image(_encode(fmt)) is None
+    admitted = admit_encoded_image(_encode(fmt))
+    assert isinstance(admitted, bytes) and admitted.startswith(ACCEPTED_FORMATS[fmt])
 
 
 @pytest.mark.parametrize("fmt, named", [("BMP", "BMP"), ("TIFF", "TIFF"), ("JPEG2000", "JPEG 2000"),
@@ -45,8 +46,8 @@ def test_letterbox_admitted_hands_the_decoder_only_admitted_images():
 
     jpeg, bmp = _encode("JPEG"), _encode("BMP")
     results = letterbox_admitted(letterbox, [jpeg, bmp, b"", jpeg])
-    assert seen == [jpeg, jpeg]
-    assert results[0] == results[3] == ("image", len(jpeg))
+    assert [bytes(e) for e in seen] == [admit_encoded_image(jpeg)] * 2
+    assert results[0] == results[3] == ("image", len(admit_encoded_image(jpeg)))
     assert isinstance(results[1], ValueError) and isinstance(results[2], ValueError)
 
 
@@ -88,3 +89,49 @@ def test_when_the_rerun_fails_too_the_remaining_images_run_alone():
     results = run_isolating_failures(dali, [good, bad, odd])
     assert dali.calls == [3, 2, 1, 1]
     assert results[0] == ("ok", good) and isinstance(results[1], ValueError) and isinstance(results[2], ValueError)
+
+
+def test_an_animated_png_is_refused_before_any_decoder():
+    """An acTL chunk sends OpenCV 4.11 (and nvImageCodec's CPU PNG path) into APNG code that fuzzing crashed."""
+    import struct
+    import zlib
+
+    png = _encode("PNG")
+    actl = struct.pack(">I", 8) + b"acTL" + bytes(8) + struct.pack(">I", zlib.crc32(b"acTL" + bytes(8)))
+    problem = admit_encoded_image(png[:33] + actl + png[33:])
+    assert isinstance(problem, ValueError) and "animated PNG" in str(problem)
+
+
+def _with_segments(jpeg: bytes, *segments: bytes) -> bytes:
+    return jpeg[:2] + b"".join(segments) + jpeg[2:]
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_a_jpeg_reaches_decoders_with_only_its_decoding_segments_and_its_orientation(orientation):
+    """EXIF, XMP, ICC and comments are dropped; the orientation comes back in a minimal EXIF of our own,
+    which Pillow (and OpenCV, and nvImageCodec) read as the original's."""
+    from yolov6_build.inputs import jpeg_segments
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "camera maker"
+    original = _with_segments(_encode("JPEG", exif=exif.tobytes()), _segment(0xFE, b"a comment"),
+                              _segment(0xE2, b"ICC_PROFILE\x00" + bytes(40)), _segment(0xE1, b"E\xacif\x00\x00junk"))
+    admitted = admit_encoded_image(original)
+    markers = [m for m, _, _ in jpeg_segments(admitted)]
+    assert 0xFE not in markers and 0xE2 not in markers
+    assert markers.count(0xE1) == (orientation != 1)
+    with Image.open(io.BytesIO(admitted)) as image:
+        assert image.getexif().get(0x0112, 1) == orientation and 0x010F not in image.getexif()
+        assert np.array_equal(np.asarray(image), np.asarray(Image.open(io.BytesIO(original))))
+    assert admit_encoded_image(admitted) == admitted  # idempotent: offline decode_rgb admits again
+
+
+def test_a_jpeg_whose_segments_never_reach_a_scan_is_refused():
+    jpeg = _encode("JPEG")
+    problem = admit_encoded_image(jpeg[:jpeg.index(b"\xff\xda")])
+    assert isinstance(problem, ValueError) and "JPEG header" in str(problem)

@@ -15,7 +15,7 @@ from yolov6_build.fuzz.mutate import _png_structured, jpeg_fields, mutate, png_c
 from yolov6_build.fuzz.seeds import FORMATS, make_seeds
 
 CORPUS = Path(__file__).parent / "fuzz_corpus"
-INPUTS_PER_FORMAT = 300  # per route, fixed seed: the same inputs on every run (the README's campaigns: 100,000+)
+INPUTS_PER_FORMAT = 40 * 8  # per route, in batches of 8, fixed seed: the same inputs on every run (the README's campaigns: 100,000+)
 
 
 @pytest.fixture(scope="module")

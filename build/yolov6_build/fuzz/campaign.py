@@ -54,6 +54,7 @@ class Campaign:
     input_size: int = 320
     out_dir: Path = Path("artifacts/reports/fuzz")
     counts: dict = field(default_factory=dict)
+    wall_seconds: dict = field(default_factory=dict)  # route -> whole run, bisection and probes included
     crashes: list = field(default_factory=list)
     exceptions: list = field(default_factory=list)  # (format, message): the first 20
 
@@ -80,7 +81,8 @@ class Campaign:
         self.counts[route] = {f: FormatCounts() for f in self.formats}
         total = self.inputs_per_format * len(self.formats) or None
         bar = tqdm(total=total, desc=f"fuzz {route}", unit="img", disable=not progress, smoothing=0.05)
-        deadline, worker = time.monotonic() + self.seconds, Worker(spec)
+        started = time.monotonic()
+        deadline, worker = started + self.seconds, Worker(spec)
         while formats := self._budget_left(route, deadline):
             family = formats[int(rng.integers(0, len(formats)))]
             pool = seeds[family]
@@ -106,6 +108,7 @@ class Campaign:
             worker = Worker(spec)
         worker.close()
         bar.close()
+        self.wall_seconds[route] = time.monotonic() - started
 
     def _save(self, data: bytes, family: str) -> str:
         name = f"{hashlib.sha256(data).hexdigest()[:16]}.{SUFFIX[family]}"
@@ -134,6 +137,7 @@ class Campaign:
         return {"routes": list(self.routes), "formats": list(self.formats), "guarded": self.guarded,
                 "batch_size": self.batch_size, "seed": self.seed, "input_size": self.input_size,
                 "counts": {r: {f: asdict(c) for f, c in per.items()} for r, per in self.counts.items()},
+                "wall_seconds": self.wall_seconds,
                 "crashes": [asdict(c) for c in self.crashes], "exceptions": self.exceptions}
 
     def write_report(self) -> Path:
@@ -154,6 +158,8 @@ class Campaign:
             for family, c in per.items():
                 rate = c.inputs / c.seconds if c.seconds else 0.0
                 lines.append(f"| {route} | {family} | {c.inputs} | {c.errors} | {c.crashed_batches} | {c.hangs} | {c.exceptions} | {rate:.0f} |")
+        lines += ["", "Wall time: " + ", ".join(f"{r} {s / 60:.1f} min" for r, s in self.wall_seconds.items())
+                  + " (inputs/s above: worker time only)"]
         lines += [f"Batch raised ({fmt}): {message}" for fmt, message in self.exceptions]
         lines += ["", f"Reproducers: {len(self.crashes)} (files under `crashes/`)", ""]
         if self.crashes:

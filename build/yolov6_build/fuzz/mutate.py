@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..inputs import jpeg_segments
+
 INTERESTING = (0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 63, 64, 127, 128, 255, 256, 257, 4095, 4096, 32767, 32768,
                65535, 65536, 2**24, 2**31 - 1, 2**31, 2**32 - 1)
 
@@ -24,27 +26,6 @@ class Field:
     size: int
     order: str = "big"
     name: str = ""
-
-
-def _u16be(data: bytes, at: int) -> int:
-    return int.from_bytes(data[at:at + 2], "big")
-
-
-def jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
-    """(marker, offset of the 0xFF, total length with marker) of each segment up to and including SOS."""
-    out, at = [], 2
-    while at + 4 <= len(data) and data[at] == 0xFF:
-        marker = data[at + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            out.append((marker, at, 2))
-            at += 2
-            continue
-        length = min(_u16be(data, at + 2) + 2, len(data) - at)
-        out.append((marker, at, length))
-        if marker == 0xDA:
-            break
-        at += length
-    return out
 
 
 def jpeg_fields(data: bytes) -> list[Field]:
