@@ -108,3 +108,16 @@ def test_gpu_server_stays_up_after_bad_batches(gpu_standin_server, images):
             with pytest.raises(ServerError, match="decode"):
                 detector.detect(truncated)
         assert len(detector.detect(images[1], conf_threshold=LOW_CONF)) > 0
+
+
+def test_gpu_preprocess_admits_before_its_bls_call_and_keeps_every_process(gpu_standin_server):
+    """Mutated images of every format and the crash corpus: clear answers, no server process lost."""
+    from pathlib import Path
+
+    from yolov6_build.fuzz.seeds import FORMATS
+    from yolov6_build.fuzz.server_stream import stream_mutants
+
+    corpus = sorted(p for p in (Path(__file__).parents[1] / "reliability" / "fuzz_corpus").iterdir() if p.suffix != ".json")
+    report = stream_mutants(gpu_standin_server.grpc_url, gpu_standin_server.process.pid, 10 * len(FORMATS),
+                            seed=5, extra_files=corpus)
+    assert report.ok, report.markdown()
