@@ -80,6 +80,9 @@ def jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
     out, at = [], 2
     while at + 4 <= len(data) and data[at] == 0xFF:
         marker = data[at + 1]
+        if marker == 0xFF:  # a fill byte before a marker (allowed by the standard)
+            at += 1
+            continue
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length field
             out.append((marker, at, 2))
             at += 2

@@ -135,3 +135,12 @@ def test_a_jpeg_whose_segments_never_reach_a_scan_is_refused():
     jpeg = _encode("JPEG")
     problem = admit_encoded_image(jpeg[:jpeg.index(b"\xff\xda")])
     assert isinstance(problem, ValueError) and "JPEG header" in str(problem)
+
+
+def test_fill_bytes_before_a_marker_are_allowed():
+    jpeg = _encode("JPEG")
+    at = jpeg.index(b"\xff\xdb")
+    padded = jpeg[:at] + b"\xff\xff\xff" + jpeg[at:]
+    admitted = admit_encoded_image(padded)
+    assert isinstance(admitted, bytes)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(admitted))), np.asarray(Image.open(io.BytesIO(jpeg))))
