@@ -8,6 +8,7 @@ batch that crashes while none of its halves does is kept whole (a crash that nee
 from __future__ import annotations
 
 import json
+import os
 import select
 import signal
 import subprocess
@@ -63,8 +64,6 @@ class Worker:
     """One child process running ``spec``'s route; ``run(batch)`` -> Answered or Died."""
 
     def __init__(self, spec: WorkerSpec):
-        import os
-
         self.spec = spec
         self.proc = subprocess.Popen(spec.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, env={**os.environ, **spec.extra_env})
