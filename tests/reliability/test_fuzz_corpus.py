@@ -41,18 +41,11 @@ def test_every_corpus_input_gets_an_error_and_the_served_route_survives(route, i
         worker.close()
 
 
+# Single files only: they die every time (5 of 5, idle or busy). The batch groups die depending on timing
+# and heap layout (the JPEG 2000 pair: 4 of 4 on a busy machine, 0 of 6 idle in the letterbox pipeline).
 @pytest.mark.parametrize("name", ["8bfab7f62cca506d.jp2", "12267fe8c814f54c.jp2", "fb47f8adfe07048a.bmp",
                                   "5ceaf912caed23dc.png", "5b8cb169e7bcdc66.jpg"])
 def test_without_admission_a_corpus_file_still_kills_its_decoder(name):
     entry = INDEX["alone"][name]
     died = run_fresh(WorkerSpec(entry["crashes"], guarded=False, batch_size=1), [_read(name)])
     assert died is not None and died.how == entry["signal"], (name, died)
-
-
-def test_without_admission_a_corpus_pair_kills_dali_only_together():
-    batch = INDEX["batches"][0]
-    files = [_read(n) for n in batch["files"]]
-    spec = WorkerSpec("dali", guarded=False, batch_size=len(files))
-    died = run_fresh(spec, files)
-    assert died is not None and died.how == batch["signal"]
-    assert all(run_fresh(spec, [f]) is None for f in files)
