@@ -142,10 +142,10 @@ gpu-check: setup  ## GPU host with docker: build INT8/FP16 plans, serve, compare
 	$(MAKE) dataset
 	$(CLI) gpu-check $(CHECKPOINT) --calib $(CALIB) -o artifacts/reports/gpu_check
 
-fuzz: setup  ## $(FUZZ_SECONDS) s per route of mutated images (every format) through the served decode routes, in child processes; crashes bisected and saved (artifacts/reports/fuzz)
+fuzz: setup  ## FUZZ_SECONDS (default 600) per route of mutated images (every format) through the served decode routes, in child processes; crashes bisected and saved (artifacts/reports/fuzz)
 	$(CLI) fuzz --seconds $(FUZZ_SECONDS)
 
-fuzz-server: build-repo  ## $(FUZZ_COUNT) mutated images and the crash corpus to a live server: clear answers, same server PIDs
+fuzz-server: build-repo  ## FUZZ_COUNT (default 5000) mutated images and the crash corpus to a live server: clear answers, same server PIDs
 	$(CLI) fuzz-server model_repository/cpu --count $(FUZZ_COUNT)
 
 clean:  ## remove generated artifacts (keeps .venv)
