@@ -64,13 +64,20 @@ class CocoDataset:
 
 def decode_rgb(encoded: bytes) -> np.ndarray:
     """The one offline image decoder: uint8 HWC RGB, grayscale expanded to 3 channels, EXIF orientation
-    applied as the served DALI decoder applies it (tested pixel for pixel). Calibration, evaluation,
-    the cpu flavour's OpenCV letterbox and annotation all decode with it. ValueError for bytes that are no image."""
-    import cv2
-
-    admitted = admit_encoded_image(encoded)  # OpenCV sees only what the fuzzed routes see
+    applied as the served DALI decoder applies it (tested pixel for pixel). Calibration, training and
+    annotation decode with it. Admits the bytes first (``inputs.admit_encoded_image``), so OpenCV sees
+    only what the fuzzed routes see. ValueError for bytes that are no image or are not admitted."""
+    admitted = admit_encoded_image(encoded)
     if isinstance(admitted, ValueError):
         raise admitted
+    return decode_admitted(admitted)
+
+
+def decode_admitted(admitted: bytes | np.ndarray) -> np.ndarray:
+    """``decode_rgb`` of bytes ``admit_encoded_image`` returned (the served OpenCV letterbox, after
+    ``inputs.letterbox_admitted``): the decode without admitting a second time."""
+    import cv2
+
     try:
         image = cv2.imdecode(np.frombuffer(admitted, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as exc:  # e.g. a header whose sizes OpenCV refuses

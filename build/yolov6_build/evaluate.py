@@ -87,12 +87,13 @@ def predict_dataset(runner: Runner, dataset: CocoDataset, input_hw: tuple[int, i
 
 def _letterbox(settings: EvalSettings, input_hw: tuple[int, int], pixels: str = "float32"):
     """paths -> [(image [3,H,W] as ``pixels``, geometry float32 [6])] with the settings' preprocessing."""
+    from .inputs import letterbox_admitted
     from .pipeline import make_preprocessor
 
     preprocess = make_preprocessor(settings.preprocess, input_hw, settings.batch_size, pixels=pixels)
 
-    def letterbox(paths):
-        results = preprocess([Path(p).read_bytes() for p in paths])
+    def letterbox(paths):  # admitted as the served preprocess admits
+        results = letterbox_admitted(preprocess, [Path(p).read_bytes() for p in paths])
         failed = next((i for i, r in enumerate(results) if isinstance(r, Exception)), None)
         if failed is not None:
             raise ConfigError(f"cannot read image {paths[failed]}: {results[failed]}")

@@ -3,12 +3,14 @@ mutations reach past format checks, a short campaign through both cpu routes fin
 servers (default OpenCV preprocess and --preprocess dali) keep every process under mutated images of
 every format. Long campaigns are ``make fuzz`` (README "Hostile images")."""
 
+import io
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from yolov6_build.fuzz.campaign import Campaign
 from yolov6_build.fuzz.mutate import _png_structured, jpeg_fields, mutate, png_chunks
@@ -24,9 +26,6 @@ def seeds():
 
 
 def test_seeds_cover_every_format_and_decode(seeds):
-    from PIL import Image
-    import io
-
     assert set(seeds) == set(FORMATS)
     for family, files in seeds.items():
         for data in files:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .harness import Answered, WorkerSpec, Worker, run_fresh
+from .harness import Answered, WorkerSpec, Worker
 
 
 def _deaths(spec: WorkerSpec, batches: list[list[bytes]], repeats: int) -> int:
@@ -32,8 +32,8 @@ def explain_group(files: list[Path], route: str = "dali", repeats: int = 5) -> d
         "reversed order, 2 threads": _deaths(spec, [data[::-1]], repeats),
         "one image per run, same process": _deaths(spec, [[d] for d in data], repeats),
     }
-    for i, item in enumerate(data):
-        out[f"{Path(files[i]).name} alone"] = sum(run_fresh(spec, [item]) is not None for _ in range(repeats))
+    for path, item in zip(files, data):
+        out[f"{Path(path).name} alone"] = _deaths(spec, [[item]], repeats)
     for i in range(len(data)):
         for j in range(i + 1, len(data)):
             out[f"pair {i},{j}"] = _deaths(spec, [[data[i], data[j]]], repeats)

@@ -8,12 +8,10 @@ batch that crashes while none of its halves does is kept whole (a crash that nee
 from __future__ import annotations
 
 import json
-import os
 import select
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 
 from .worker import write_frame
@@ -26,7 +24,6 @@ BATCH_TIMEOUT_S = 60.0  # far above the slowest batch seen (a DALI rebuild with 
 class Died:
     """A worker ended during a batch: ``how`` is the signal's name (SIGSEGV), 'exit N' or 'hang'."""
     how: str
-    seconds: float = 0.0
 
 
 @dataclass
@@ -52,7 +49,6 @@ class WorkerSpec:
     input_size: int = 320
     batch_size: int = 8
     threads: int = 2
-    extra_env: dict = field(default_factory=dict)
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "yolov6_build.fuzz.worker", "--route", self.route, "--threads", str(self.threads),
@@ -66,7 +62,7 @@ class Worker:
     def __init__(self, spec: WorkerSpec):
         self.spec = spec
         self.proc = subprocess.Popen(spec.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, env={**os.environ, **spec.extra_env})
+                                     stderr=subprocess.DEVNULL)
         ready = self._answer(STARTUP_TIMEOUT_S)
         if not isinstance(ready, dict) or not ready.get("ready"):
             raise RuntimeError(f"fuzz worker for route {spec.route} did not start: {ready}")
@@ -83,14 +79,12 @@ class Worker:
         return json.loads(line)
 
     def run(self, batch: list[bytes]) -> Answered | Died:
-        start = time.monotonic()
         try:
             write_frame(self.proc.stdin, batch)
         except BrokenPipeError:
             return Died(describe_exit(self.proc.wait()))
         answer = self._answer(BATCH_TIMEOUT_S)
         if isinstance(answer, Died):
-            answer.seconds = time.monotonic() - start
             return answer
         return Answered(answer["answered"], answer["errors"], answer.get("exception", ""))
 

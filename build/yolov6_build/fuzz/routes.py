@@ -14,13 +14,18 @@ from ..inputs import letterbox_admitted
 ROUTES = ("opencv", "dali")  # cpu default (OpenCV letterbox) and cpu --preprocess dali (the gpu graph on CPU)
 
 
-def _any_pillow_header(data: bytes) -> bool:
-    """The check before admission existed: any header Pillow reads, within the pixel limit."""
+def _pillow_header(data: bytes) -> tuple[int, int]:
+    """(width, height) from any header Pillow reads; raises for bytes it cannot."""
     from PIL import Image
 
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
+
+
+def _any_pillow_header(data: bytes) -> bool:
+    """The check before admission existed: any header Pillow reads, within the pixel limit."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
+        width, height = _pillow_header(data)
     except Exception:
         return False
     return 0 < width * height <= MAX_IMAGE_PIXELS
@@ -74,7 +79,7 @@ def _cv2_imdecode(data: bytes):
 
 
 OPERATORS = {
-    "pillow header": _any_pillow_header,
+    "pillow header": _pillow_header,
     "pillow decode": _pillow_decode,
     "cv2.imdecode": _cv2_imdecode,
     "dali fn.experimental.peek_image_shape": _dali_operator(

@@ -31,7 +31,7 @@ def server_processes(pid: int) -> dict[int, str]:
 class StreamReport:
     sent: int = 0
     by_format: Counter = field(default_factory=Counter)
-    outcomes: Counter = field(default_factory=Counter)  # 'detections', 'refused', 'decode error', other: the message
+    outcomes: Counter = field(default_factory=Counter)  # 'detections', 'per-request error', 'other error'
     unexpected: list = field(default_factory=list)  # (format, message) of answers that are neither
     pids_before: dict = field(default_factory=dict)
     pids_after: dict = field(default_factory=dict)

@@ -51,11 +51,15 @@ def _measured(step, encoded: list[bytes], batch: int, seconds: float) -> tuple[f
 
 
 def preprocess_rates(input_hw, encoded: list[bytes], batch: int, seconds: float) -> dict:
+    """Each letterbox as served: admission, then the letterbox (both pay the same admission)."""
+    from ..inputs import letterbox_admitted
     from ..pipeline import PREPROCESSORS, SERVED_PIXELS, make_preprocessor
 
-    return {kind: _images_per_second(make_preprocessor(kind, input_hw, batch, pixels=SERVED_PIXELS), encoded, batch,
-                                     seconds)
-            for kind in PREPROCESSORS}
+    def served(kind):
+        letterbox = make_preprocessor(kind, input_hw, batch, pixels=SERVED_PIXELS)
+        return lambda chunk: letterbox_admitted(letterbox, chunk)
+
+    return {kind: _images_per_second(served(kind), encoded, batch, seconds) for kind in PREPROCESSORS}
 
 
 def in_process_rates(detector_onnx: Path, runtime: str, preprocess: str, input_hw, encoded: list[bytes], batch: int,
