@@ -116,6 +116,35 @@ def test_gpu_pipeline_serialises_without_gpu(tmp_path):
     assert b"ExternalSource" in data and b"image_bytes" in data
 
 
+def _decode_with_dali(data: bytes, **decoder_args) -> np.ndarray:
+    import nvidia.dali as dali
+
+    pipe = dali.Pipeline(batch_size=1, num_threads=1, device_id=None)
+    with pipe:
+        encoded = dali.fn.external_source(name="image", dtype=dali.types.UINT8, ndim=1)
+        pipe.set_outputs(dali.fn.experimental.decoders.image(encoded, output_type=dali.types.RGB, **decoder_args))
+    pipe.build()
+    pipe.feed_input("image", [np.frombuffer(data, np.uint8)])
+    return np.array(pipe.run()[0][0])
+
+
+def test_gpu_decoder_upsamples_chroma_as_libjpeg(tmp_path):
+    """4:2:0 JPEGs: the mixed decoder's default chroma upsampling is not libjpeg's (calibration, offline
+    evaluation and the CPU flavour decode with libjpeg), so the shipped pipeline asks for fancy upsampling.
+    On the CPU backend the flag changes nothing: libjpeg's pixels either way, those OpenCV decodes."""
+    import cv2
+
+    array = _smooth_image(np.random.default_rng(7), 96, 128)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=90, subsampling=2)  # 2 = 4:2:0
+    data = buffer.getvalue()
+    opencv = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    for fancy in (False, True):
+        np.testing.assert_array_equal(_decode_with_dali(data, jpeg_fancy_upsampling=fancy), opencv)
+    shipped = serialize_gpu_pipeline(tmp_path / "model.dali", INPUT_HW, 8).read_bytes()
+    assert b"jpeg_fancy_upsampling" in shipped  # the mixed decoder's argument in model.dali
+
+
 def test_gpu_pipeline_builds_with_the_backend_executor():
     """Built as the backend builds it; here only the missing GPU may stop it (graph checks come first)."""
     from yolov6_build.dali.pipeline import build_pipeline

@@ -52,8 +52,10 @@ def define_letterbox(input_hw: tuple[int, int], device: str, pixels: str = "floa
     new_w = dmath.clamp(dmath.floor(src_w * scale + 0.5), 1.0, dst_w)
     pad_top = dmath.floor((dst_h - new_h) / 2)
     pad_left = dmath.floor((dst_w - new_w) / 2)
+    # fancy upsampling: nvJPEG's chroma upsampling as libjpeg's (OpenCV, calibration, the CPU flavour); the mixed
+    # decoder defaults to a cheaper one that shifts 4:2:0 colours. The CPU decoder upsamples this way anyway.
     image = fn.experimental.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu",
-                                           output_type=types.RGB, adjust_orientation=True)
+                                           output_type=types.RGB, adjust_orientation=True, jpeg_fancy_upsampling=True)
     resized = fn.resize(image, resize_x=new_w, resize_y=new_h, interp_type=types.INTERP_LINEAR, antialias=False)
     start = fn.cast(fn.stack(-pad_top, -pad_left), dtype=types.INT32)
     padded = fn.slice(resized, start=start, shape=np.array(input_hw, dtype=np.int32), axis_names="HW",
