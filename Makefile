@@ -22,7 +22,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_COUNT ?= 5000
 
 .PHONY: setup setup-services setup-deploy-tools test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt train-repvgg-sgd repopt-report qat-repopt bench-int8 bench-silu bench-nms \
-	bench-serving bench-serving-ab bench loadtest soak gpu-check fleet images image-check setup-containers fuzz fuzz-server
+	bench-serving bench-serving-ab bench-gpu-standin bench loadtest soak gpu-check fleet images image-check setup-containers fuzz fuzz-server
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -124,6 +124,10 @@ bench-nms: build-repo  ## NMS step cost per image (random worst case and the dem
 
 bench-serving: build-repo  ## server vs in-process, OpenCV vs DALI letterbox, FP32 vs INT8 served; c=1..32 (about 7 min)
 	$(CLI) bench-serving model_repository/cpu -o artifacts/reports/bench_serving
+
+bench-gpu-standin: setup  ## the gpu flavour's queue delays and preprocess instances on its CPU stand-in, 2 rounds (about 5 min)
+	test -f model_repository/cpu/yolov6_detector/1/model.onnx || $(MAKE) build-repo FLAVOUR=cpu
+	$(PY) -m tests.gpu_standin.bench --checkpoint $(DEMO_MODEL) -o artifacts/reports/gpu_standin
 
 bench-serving-ab: setup  ## two CPU repositories A=… B=… served in turn, 3 rounds at c=1,4,32: medians and B / A (about 5 min)
 	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make bench-serving-ab A=model_repository/cpu B=other/cpu (built repositories)"; exit 2; }

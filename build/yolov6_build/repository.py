@@ -24,11 +24,15 @@ from .pipeline import PREPROCESSORS, SERVED_PIXELS
 from .runtime import RUNTIMES
 
 FLAVOURS = ("cpu", "gpu")
-# How long a dynamic batcher holds a request for company. cpu: 0. Each of the three steps waited its
-# full delay under light load (3 x 2 ms of a 20 ms request at c=1); without it the demo model served
-# 60 instead of 47 req/s at c=1 and 108 instead of 95 at c=4, the same at c=16 (bench-serving's split;
-# a busy instance still lets batches form). gpu: 2000, not measured yet (make gpu-check).
-QUEUE_DELAY_US = {"cpu": 0, "gpu": 2000}
+# How long a dynamic batcher holds a request for company: 0 in both flavours. Under light load each of
+# the three steps otherwise waited its full delay. cpu: without the 2 ms delays the demo model served 60
+# instead of 47 req/s at c=1 and 108 instead of 95 at c=4, the same at c=16 (bench-serving's split). gpu,
+# on the CPU stand-in (`make bench-gpu-standin`): 1.39x at c=1, 1.33x at c=4, 1.03x at c=16 over 2 ms
+# delays. A busy instance still lets batches form.
+QUEUE_DELAY_US = 0
+# yolov6_dali's only callers are the preprocess instances, each blocked on its BLS call: a delay cannot gather
+# a second request from the same instance, only idle every call. 0 still merges what other instances queued.
+DALI_QUEUE_DELAY_US = 0
 # The letterboxed images between the preprocess and detector steps. cpu: uint8 pixels, a quarter of
 # float32's bytes through the stubs' shared memory (bench-serving, README). gpu: float32, what DALI hands
 # TensorRT on the device.
@@ -48,7 +52,7 @@ class RepositoryConfig:
     input_hw: tuple[int, int] = (320, 320)
     class_names: tuple[str, ...] = field(default_factory=tuple)
     max_batch_size: int = 8
-    max_queue_delay_us: int | None = None  # None: the flavour's default, QUEUE_DELAY_US
+    max_queue_delay_us: int = QUEUE_DELAY_US
     preprocess_instances: int = 1
     detector_instances: int = 1
     nms_instances: int = 1
@@ -64,8 +68,6 @@ class RepositoryConfig:
     def __post_init__(self):
         if self.flavour not in FLAVOURS:
             raise ConfigError(f"flavour must be one of {FLAVOURS}, got {self.flavour!r}")
-        if self.max_queue_delay_us is None:
-            object.__setattr__(self, "max_queue_delay_us", QUEUE_DELAY_US[self.flavour])
         if any(v % 32 or v <= 0 for v in self.input_hw):
             raise ConfigError(f"input size must be positive multiples of 32, got {self.input_hw}")
         if not self.class_names:
@@ -109,8 +111,8 @@ def _header(name: str, backend: str, cfg: RepositoryConfig, platform: bool = Fal
     return f'name: "{name}"\n{kind}: "{backend}"\nmax_batch_size: {cfg.max_batch_size}\n'
 
 
-def _dynamic_batching(cfg: RepositoryConfig) -> str:
-    return f"dynamic_batching {{ max_queue_delay_microseconds: {cfg.max_queue_delay_us} }}\n"
+def _dynamic_batching(delay_us: int) -> str:
+    return f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} }}\n"
 
 
 def _instances(count: int, kind: str) -> str:
@@ -179,7 +181,7 @@ def preprocess_config(cfg: RepositoryConfig, warmup_bytes: int, pixels: str | No
     else:
         params.update(executor="bls", dali_model=c.DALI_MODEL)
     return (_header(c.PREPROCESS_MODEL, "python", cfg) + _io("input", [_image_input()])
-            + _io("output", _preprocess_outputs(cfg, pixels)) + _dynamic_batching(cfg)
+            + _io("output", _preprocess_outputs(cfg, pixels)) + _dynamic_batching(cfg.max_queue_delay_us)
             + _instances(cfg.preprocess_instances, "KIND_CPU") + _parameters(params)
             + ("" if cfg.flavour == "gpu" else _jpeg_warmup(c.PREPROCESS_INPUT, warmup_bytes)))
 
@@ -187,7 +189,8 @@ def preprocess_config(cfg: RepositoryConfig, warmup_bytes: int, pixels: str | No
 def dali_config(cfg: RepositoryConfig, warmup_bytes: int) -> str:
     inputs = [_image_input(), _tensor(c.PREPROCESS_INPUT_BYTES, "TYPE_INT32", [1])]
     return (_header(c.DALI_MODEL, "dali", cfg) + _io("input", inputs)
-            + _io("output", _preprocess_outputs(cfg)) + _dynamic_batching(cfg) + _instances(1, "KIND_GPU")
+            + _io("output", _preprocess_outputs(cfg)) + _dynamic_batching(DALI_QUEUE_DELAY_US)
+            + _instances(1, "KIND_GPU")
             + _parameters({"num_threads": cfg.dali_threads})  # the backend's override of the pipeline's threads
             + _jpeg_warmup(c.PREPROCESS_INPUT, warmup_bytes, c.PREPROCESS_INPUT_BYTES))
 
@@ -203,7 +206,8 @@ def detector_config(cfg: RepositoryConfig) -> str:
     else:
         head = _header(c.DETECTOR_MODEL, "tensorrt_plan", cfg, platform=True)
         tail = _instances(cfg.detector_instances, "KIND_GPU")
-    return head + _io("input", inputs) + _io("output", _candidate_tensors(cfg)) + _dynamic_batching(cfg) + tail + warmup
+    return (head + _io("input", inputs) + _io("output", _candidate_tensors(cfg))
+            + _dynamic_batching(cfg.max_queue_delay_us) + tail + warmup)
 
 
 def nms_config(cfg: RepositoryConfig) -> str:
@@ -215,7 +219,7 @@ def nms_config(cfg: RepositoryConfig) -> str:
               "max_detections": cfg.max_detections}
     return (_header(c.NMS_MODEL, "python", cfg)
             + _io("input", [*_candidate_tensors(cfg), _tensor(c.PREPROCESS_LETTERBOX, "TYPE_FP32", [6])])
-            + _io("output", _detection_tensors(cfg)) + _dynamic_batching(cfg)
+            + _io("output", _detection_tensors(cfg)) + _dynamic_batching(cfg.max_queue_delay_us)
             + _instances(cfg.nms_instances, "KIND_CPU") + _parameters(params) + warmup)
 
 

@@ -100,3 +100,10 @@ def test_committed_repository_is_up_to_date(flavour):
         assert path.read_text() == text, f"{path} is stale: run `make build-repo`"
     warmup_model = c.PREPROCESS_MODEL if flavour == "cpu" else c.DALI_MODEL
     assert (root / warmup_model / "warmup" / WARMUP_FILE).read_bytes() == WARMUP_JPEG.read_bytes()
+
+
+def test_dali_model_never_waits_for_company():
+    """yolov6_dali's callers block on their BLS call: a batching delay there only idles every call."""
+    configs = parse_repository(replace(demo_config("gpu"), max_queue_delay_us=2000))
+    assert configs[c.DALI_MODEL].dynamic_batching.max_queue_delay_microseconds == 0
+    assert configs[c.DETECTOR_MODEL].dynamic_batching.max_queue_delay_microseconds == 2000

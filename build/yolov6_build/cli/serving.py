@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..demo import DEMO_QAT_IMAGES
 from ..errors import BuildError, ConfigError
-from ..repository import FLAVOURS, QUEUE_DELAY_US, RepositoryConfig
+from ..repository import FLAVOURS, RepositoryConfig
 from ..pipeline import PREPROCESSORS
 from ..runtime import RUNTIMES
 from .common import CPU_REPOSITORY, DEMO_CHECKPOINT, VAL_ANNOTATIONS, add_server_options, default_of, image_size, \
@@ -47,8 +47,6 @@ def add_build_repo(sub) -> None:
                    help="network input, N or HxW (default: the checkpoint's)")
     for flag, (name, kind, text) in REPOSITORY_OPTIONS.items():
         default = default_of(RepositoryConfig, name)
-        if default is None and name == "max_queue_delay_us":
-            default = ", ".join(f"{flavour} {us}" for flavour, us in QUEUE_DELAY_US.items())
         p.add_argument(flag, dest=name, type=kind, default=None, metavar="N", help=f"{text} (default {default})")
     runtime = default_of(RepositoryConfig, "detector_runtime")
     p.add_argument("--runtime", dest="detector_runtime", choices=RUNTIMES, default=None,
