@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import contract as c
 from .coco_names import default_class_names
+from .engine.trt import STRONGLY_TYPED_GRAPHS
 from .errors import ArtifactError
 from .repository import RepositoryConfig, check_ensemble_wiring, parse_repository, remove_stale, write_repository
 
@@ -86,7 +87,7 @@ def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", dete
         dali_file = serialize_gpu_pipeline(out_dir / c.DALI_MODEL / "1" / "model.dali", cfg.input_hw,
                                            cfg.max_batch_size, cfg.dali_threads)
         engine = _engine_inputs(out_dir, model, cfg, detector_onnx)
-        artifacts = [dali_file, *(out_dir / engine[k] for k in ("onnx", "fp16_baseline_onnx"))]
+        artifacts = [dali_file, *sorted({out_dir / engine[k] for k in ("onnx", "fp16_baseline_onnx", "reference_onnx")})]
         log.info("gpu flavour: build %s/model.plan on the GPU host: docker compose -f docker/docker-compose.yml "
                  "run --rm engine %s", version_dir, out_dir)
     manifest = {
@@ -109,20 +110,24 @@ def build_repository(checkpoint: Path, out_dir: Path, flavour: str = "cpu", dete
 def _engine_inputs(out_dir: Path, model, cfg: RepositoryConfig, detector_onnx: Path | None) -> dict:
     """Place the graphs TensorRT builds from inside the repository; the manifest's ``engine`` section.
 
-    Paths are relative to the repository, so the TensorRT container finds them wherever it mounts it.
+    TensorRT builds them strongly typed (the only kind TensorRT 11 builds), so they carry their own
+    precisions: the network body in FP16 (``export.fp16``), INT8 where the Q/DQ graph quantizes. The FP32
+    graph stays beside them as the reference gpu-check compares against. Paths are relative to the
+    repository, so the TensorRT container finds them wherever it mounts it.
     """
+    from .export.fp16 import write_fp16_compute
     from .export.onnx import export_onnx
 
     folder = out_dir / c.DETECTOR_MODEL / ENGINE_ONNX_DIR
     folder.mkdir(parents=True, exist_ok=True)
     fp32 = export_onnx(model, folder / "detector_fp32.onnx", cfg.input_hw, topk=cfg.topk)
-    if detector_onnx is not None:
-        (folder / "detector_qdq.onnx").write_bytes(Path(detector_onnx).read_bytes())
-    source = folder / ("detector_qdq.onnx" if detector_onnx is not None else "detector_fp32.onnx")
-    return {"onnx": source.relative_to(out_dir).as_posix(),
-            "precision": "int8" if detector_onnx is not None else "fp16",
-            "fp16_baseline_onnx": fp32.relative_to(out_dir).as_posix(), "plan": f"{c.DETECTOR_MODEL}/1/model.plan",
-            "input_hw": list(cfg.input_hw), "max_batch_size": cfg.max_batch_size}
+    fp16 = write_fp16_compute(fp32, folder / "detector_fp16.onnx")
+    source = fp16 if detector_onnx is None else write_fp16_compute(detector_onnx, folder / "detector_qdq.onnx")
+    return {"onnx": source.relative_to(out_dir).as_posix(), "precision": "fp16" if detector_onnx is None else "int8",
+            "fp16_baseline_onnx": fp16.relative_to(out_dir).as_posix(),
+            "reference_onnx": fp32.relative_to(out_dir).as_posix(), "typing": STRONGLY_TYPED_GRAPHS,
+            "plan": f"{c.DETECTOR_MODEL}/1/model.plan", "input_hw": list(cfg.input_hw),
+            "max_batch_size": cfg.max_batch_size}
 
 
 def served_cpu_detector(repository: Path) -> Path:

@@ -31,8 +31,9 @@ def test_engine_config_validates():
     assert EngineConfig().precision == "int8"
     with pytest.raises(Exception, match="precision"):
         EngineConfig(precision="fp8")
-    with pytest.raises(Exception, match="FP16 builder flag"):
-        EngineConfig(precision="fp16", strongly_typed=True)
+    assert EngineConfig(max_batch_size=8).opt_batch_size == 2 and EngineConfig(max_batch_size=1).opt_batch_size == 1
+    with pytest.raises(Exception, match="opt_batch_size"):
+        EngineConfig(max_batch_size=4, opt_batch_size=5)
 
 
 @pytest.mark.trt
@@ -57,16 +58,18 @@ def test_build_int8_plan_from_qdq_graph(tmp_path):
     assert plan.stat().st_size > 0 and "int8" in report
 
 
-def test_engine_table_reports_the_int8_to_fp16_ratio_per_batch():
-    from yolov6_build.engine.trt import engines_markdown
+def test_engine_table_reports_the_int8_to_fp16_and_opt_batch_ratios_per_batch():
+    from yolov6_build.engine.trt import OPT_AT_MAX, engines_markdown
 
     def engine(rates):
         return {"layers": 80, "reformat_layers": 0, "precisions": {"int8": 70},
                 "runs": [{"batch": b, "images_per_s": r, "latency_mean_ms": 1.0} for b, r in rates]}
 
-    table = engines_markdown({"input_hw": [640, 640], "engines": {"int8": engine([(1, 300.0), (8, 1400.0)]),
-                                                                  "fp16": engine([(1, 250.0), (8, 1000.0)])}})
-    assert "batch 1: **1.20x**" in table and "batch 8: **1.40x**" in table
+    table = engines_markdown({"input_hw": [640, 640], "opt_batch_size": 2, "engines": {
+        "int8": engine([(1, 300.0), (8, 1400.0)]), "fp16": engine([(1, 250.0), (8, 1000.0)]),
+        OPT_AT_MAX: engine([(1, 200.0), (8, 1400.0)])}})
+    assert "INT8/FP16 at batch 1: **1.20x**" in table and "INT8/FP16 at batch 8: **1.40x**" in table
+    assert "opt batch 2 / opt batch = max at batch 1: **1.50x**" in table
 
 
 BLOCKED = ("torch", "onnx", "onnxruntime", "modelopt", "nvidia.dali", "cv2", "PIL", "tritonclient")
@@ -81,7 +84,8 @@ def test_builder_imports_nothing_but_tensorrt_and_the_standard_library(tmp_path)
     repo = tmp_path / "gpu"
     repo.mkdir()
     engine = {"onnx": "yolov6_detector/onnx/detector_qdq.onnx", "precision": "int8",
-              "fp16_baseline_onnx": "yolov6_detector/onnx/detector_fp32.onnx",
+              "fp16_baseline_onnx": "yolov6_detector/onnx/detector_fp16.onnx",
+              "reference_onnx": "yolov6_detector/onnx/detector_fp32.onnx", "typing": "strong",
               "plan": "yolov6_detector/1/model.plan", "input_hw": [384, 640], "max_batch_size": 16}
     (repo / "manifest.json").write_text(json.dumps({"engine": engine}))
     script = f"""
@@ -112,6 +116,9 @@ def test_manifest_without_engine_section_is_refused(tmp_path):
         plan_from_manifest(tmp_path)
     with pytest.raises(Exception, match="no manifest.json"):
         plan_from_manifest(tmp_path / "missing")
+    (tmp_path / "manifest.json").write_text('{"engine": {"onnx": "a.onnx", "precision": "int8"}}')
+    with pytest.raises(Exception, match="older build-repo"):  # FP32 graphs: a strongly typed build would run FP32
+        plan_from_manifest(tmp_path)
 
 
 def test_timing_cache_is_keyed_by_tensorrt_version_and_gpu(tmp_path):
@@ -131,7 +138,31 @@ def test_gpu_repository_manifest_drives_the_plan(checkpoint, tmp_path):
     build_repository(checkpoint, tmp_path / "gpu", "gpu", max_batch_size=16)
     plan = plan_from_manifest(tmp_path / "gpu")
     assert plan.config.input_hw == (320, 320) and plan.config.max_batch_size == 16
-    assert plan.onnx.is_file() and plan.fp16_baseline_onnx.is_file()
+    assert plan.onnx.is_file() and plan.fp16_baseline_onnx.is_file() and plan.reference_onnx.is_file()
+    assert plan.config.opt_batch_size == 2
     assert plan.plan == tmp_path / "gpu" / "yolov6_detector" / "1" / "model.plan"
     config = (tmp_path / "gpu" / "yolov6_detector" / "config.pbtxt").read_text()
     assert "max_batch_size: 16" in config and "dims: [ 3, 320, 320 ]" in config
+
+
+@pytest.mark.parametrize("major", [10, 11])
+def test_plan_is_built_strongly_typed_without_precision_flags(major, tmp_path, monkeypatch):
+    """TensorRT 11 has no FP16/INT8 builder flags (weak typing is gone); 10.x builds the same typed graphs
+    strongly typed too, so one code path serves whichever the release ships."""
+    import sys
+
+    from tests.build.fake_tensorrt import fake_tensorrt
+    from yolov6_build.engine import trt as builder
+
+    trt = fake_tensorrt(major)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(builder, "gpu_name", lambda: "Tesla T4")  # the timing cache's key; no nvidia-smi here
+    (tmp_path / "graph.onnx").write_bytes(b"onnx")
+    plan = builder.build_engine(tmp_path / "graph.onnx", tmp_path / "model.plan",
+                        EngineConfig(input_hw=(384, 640), max_batch_size=8, timing_cache_dir=str(tmp_path)))
+    calls = dict(trt.calls)
+    assert calls["create_network"] == 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    assert "set_flag" not in calls  # no precision flags: the graph's types decide
+    assert calls["profile"] == {"images": ((1, 3, 384, 640), (2, 3, 384, 640), (8, 3, 384, 640))}
+    assert calls["build"] == trt.ProfilingVerbosity.DETAILED
+    assert plan.read_bytes() == b"plan bytes" and "int8" in plan.with_suffix(".layers.json").read_text()

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("repository", type=Path, help="gpu repository written by `build-repo --flavour gpu` "
                         "(input size, max batch and precision come from its manifest.json)")
     parser.add_argument("--precision", choices=("int8", "fp16"), default=None,
-                        help="override the manifest's precision (fp16 builds the FP32 graph with the FP16 flag)")
+                        help="override the manifest's precision (fp16 builds the FP16 baseline graph)")
     parser.add_argument("--workspace-mib", type=int, default=None)
     parser.add_argument("--timing-cache-dir", type=Path, default=Path("artifacts/engines"),
                         help="timing caches, one per TensorRT version and GPU (default artifacts/engines)")
@@ -28,13 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="first copy the repository in DIR (read-only, e.g. the image's /repository) into "
                              f"REPOSITORY, seeding --timing-cache-dir from DIR/{TIMING_CACHES} "
                              "(the Kubernetes init container)")
-    parser.add_argument("--strongly-typed", action="store_true", help="strongly typed network (TensorRT >= 10)")
+    parser.add_argument("--opt-batch", dest="opt_batch_size", type=int, default=None, metavar="N",
+                        help="the batch the profile is tuned for (default: 2, what light load runs; at most the "
+                             "max batch)")
     parser.add_argument("--benchmark", action="store_true", help="measure the plan with trtexec after building")
     parser.add_argument("--compare-fp16", action="store_true",
-                        help="also build the FP16 baseline with the same profile and benchmark both "
-                             "(INT8/FP16 table in --report-dir)")
+                        help="also build the FP16 baseline and the INT8 plan tuned for the max batch, and benchmark "
+                             "all three (INT8/FP16 and opt-batch tables in --report-dir)")
     parser.add_argument("--report-dir", type=Path, default=Path("artifacts/engines"),
-                        help="with --compare-fp16: the FP16 plan and engines.{json,md} (default artifacts/engines)")
+                        help="with --compare-fp16: the extra plans and engines.{json,md} (default artifacts/engines)")
 
 
 def copy_repository(source: Path, target: Path, timing_cache_dir: Path) -> None:
@@ -60,7 +62,7 @@ def run(args) -> int:
     if args.copy_from:
         copy_repository(args.copy_from, args.repository, args.timing_cache_dir)
     plan = plan_from_manifest(args.repository, precision=args.precision, workspace_mib=args.workspace_mib,
-                              timing_cache_dir=str(args.timing_cache_dir), strongly_typed=args.strongly_typed)
+                              timing_cache_dir=str(args.timing_cache_dir), opt_batch_size=args.opt_batch_size)
     if not tensorrt_available():
         raise BuildError("TensorRT and a GPU are needed to build a plan: run it in the TensorRT container "
                          "(docker compose -f docker/docker-compose.yml run --rm engine)")
@@ -70,7 +72,7 @@ def run(args) -> int:
     source = plan.onnx if plan.config.precision == "int8" else plan.fp16_baseline_onnx
     built = build_engine(source, plan.plan, plan.config)
     if args.benchmark:
-        for batch in sorted({1, plan.config.max_batch_size}):
+        for batch in sorted({1, plan.config.opt_batch_size, plan.config.max_batch_size}):
             print(json.dumps(benchmark_plan(built, batch, plan.config.input_hw)))
     return 0
 

@@ -1,4 +1,9 @@
-"""Build TensorRT plans from the explicit Q/DQ ONNX (INT8 + FP16 fallback) or FP32 ONNX (FP16 baseline).
+"""Build TensorRT plans, strongly typed, from the graphs build-repo typed for it (``export.fp16``): the
+Q/DQ graph (INT8 convolutions, FP16 elsewhere) or the FP16 graph (the baseline).
+
+TensorRT 11 builds only strongly typed networks: its BuilderFlag has no FP16 or INT8, and precisions
+come from the graph. TensorRT 10 builds the same graphs the same way (NetworkDefinitionCreationFlag
+STRONGLY_TYPED, which 11 keeps and ignores), so one code path serves the release whichever it ships.
 
 Runs where TensorRT and a GPU exist: the ``engine`` service of docker/docker-compose.yml, the
 TensorRT image of the release pinned in ``yolov6_build.release`` (a plan only runs on the
@@ -27,6 +32,11 @@ from ..errors import ArtifactError, ConfigError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("int8", "fp16")
+# the manifest's engine["typing"]: graphs typed for a strongly typed build (an older build-repo wrote FP32 ones)
+STRONGLY_TYPED_GRAPHS = "strong"
+# The profile's opt batch: what light load runs (the preprocess sends 1-2 images per call there). Kernels are
+# tuned for it; bigger batches up to the max run on them. gpu-check measures it against opt = max batch.
+LIGHT_LOAD_BATCH = 2
 
 
 @dataclass(frozen=True)
@@ -34,19 +44,19 @@ class EngineConfig:
     precision: str = "int8"  # int8: Q/DQ graph, INT8 where Q/DQ say, FP16 elsewhere; fp16: baseline
     input_hw: tuple[int, int] = (640, 640)
     max_batch_size: int = 8
-    opt_batch_size: int | None = None  # default: max_batch_size
+    opt_batch_size: int | None = None  # default: LIGHT_LOAD_BATCH, at most max_batch_size
     workspace_mib: int = 4096
     timing_cache_dir: str | None = "artifacts/engines"  # one cache file per TensorRT version and GPU
-    strongly_typed: bool = False  # TensorRT >= 10 alternative to the INT8/FP16 builder flags
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.max_batch_size < 1:
             raise ConfigError("max_batch_size must be >= 1")
-        if self.strongly_typed and self.precision == "fp16":
-            raise ConfigError("a strongly typed network runs the graph's own types: the FP16 baseline needs the "
-                              "FP16 builder flag (build it without strongly_typed)")
+        if self.opt_batch_size is None:
+            object.__setattr__(self, "opt_batch_size", min(LIGHT_LOAD_BATCH, self.max_batch_size))
+        if not 1 <= self.opt_batch_size <= self.max_batch_size:
+            raise ConfigError(f"opt_batch_size must be within 1..{self.max_batch_size}, got {self.opt_batch_size}")
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,7 @@ class EnginePlan:
 
     onnx: Path
     fp16_baseline_onnx: Path
+    reference_onnx: Path  # FP32: what the served detections and mAP are compared with
     plan: Path
     config: EngineConfig
 
@@ -68,11 +79,15 @@ def plan_from_manifest(repository: str | Path, **overrides) -> EnginePlan:
     engine = json.loads(path.read_text()).get("engine")
     if not engine:
         raise ArtifactError(f"{path} has no engine section: it is not a gpu repository (build-repo --flavour gpu)")
-    cfg = EngineConfig(precision=engine["precision"], input_hw=tuple(engine["input_hw"]),
-                       max_batch_size=int(engine["max_batch_size"]))
-    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if engine.get("typing") != STRONGLY_TYPED_GRAPHS:
+        raise ArtifactError(f"{repository} holds FP32 graphs from an older build-repo; TensorRT builds strongly typed "
+                            "plans from typed ones: run `make build-repo FLAVOUR=gpu` again")
+    settings = {"precision": engine["precision"], "input_hw": tuple(engine["input_hw"]),
+                "max_batch_size": int(engine["max_batch_size"])}
+    cfg = EngineConfig(**{**settings, **{k: v for k, v in overrides.items() if v is not None}})
     return EnginePlan(onnx=repository / engine["onnx"], fp16_baseline_onnx=repository / engine["fp16_baseline_onnx"],
-                      plan=repository / engine["plan"], config=cfg)
+                      reference_onnx=repository / engine["reference_onnx"], plan=repository / engine["plan"],
+                      config=cfg)
 
 
 def tensorrt_available() -> bool:
@@ -88,23 +103,17 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, cfg: EngineConfig
     trt = require("tensorrt")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if cfg.strongly_typed else 0
-    network = builder.create_network(flags)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ArtifactError(f"TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace_mib << 20)
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if not cfg.strongly_typed:
-        config.set_flag(trt.BuilderFlag.FP16)
-        if cfg.precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: scales come from Q/DQ nodes
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # no precision flags: the graph's types rule
     profile = builder.create_optimization_profile()
     c, (h, w) = 3, cfg.input_hw
-    opt = cfg.opt_batch_size or cfg.max_batch_size
-    profile.set_shape(DETECTOR_INPUT, (1, c, h, w), (opt, c, h, w), (cfg.max_batch_size, c, h, w))
+    profile.set_shape(DETECTOR_INPUT, (1, c, h, w), (cfg.opt_batch_size, c, h, w), (cfg.max_batch_size, c, h, w))
     config.add_optimization_profile(profile)
     cache_path = timing_cache_path(cfg.timing_cache_dir, trt.__version__) if cfg.timing_cache_dir else None
     _use_timing_cache(config, cache_path)
@@ -216,11 +225,15 @@ def parse_trtexec(text: str, batch: int) -> dict:
     return result
 
 
-def compare_engines(plan: EnginePlan, out_dir: str | Path, seconds: int = 10) -> dict:
-    """Build the repository's INT8 plan and an FP16 baseline (in ``out_dir``) with the same profile,
-    benchmark both and write ``engines.{json,md}`` into ``out_dir``.
+OPT_AT_MAX = "int8, opt batch = max"  # the profile tuned for full batches, measured against the default
 
-    The ratio is measured in one run on one GPU (plans and timings do not transfer across GPUs).
+
+def compare_engines(plan: EnginePlan, out_dir: str | Path, seconds: int = 10) -> dict:
+    """Build the repository's INT8 plan, an FP16 baseline and the INT8 plan with its profile tuned for the
+    max batch (in ``out_dir``), benchmark each at batch 1, the opt batch and the max, and write
+    ``engines.{json,md}`` into ``out_dir``.
+
+    Ratios are measured in one run on one GPU (plans and timings do not transfer across GPUs).
     """
     if plan.config.precision != "int8":
         raise ConfigError("--compare-fp16 compares the INT8 plan with FP16: this repository has no Q/DQ graph "
@@ -228,36 +241,40 @@ def compare_engines(plan: EnginePlan, out_dir: str | Path, seconds: int = 10) ->
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = plan.config
-    plans = {"int8": build_engine(plan.onnx, plan.plan, replace(cfg, precision="int8")),
-             "fp16": build_engine(plan.fp16_baseline_onnx, out / "fp16.plan",
-                                  replace(cfg, precision="fp16", strongly_typed=False))}
-    report: dict = {"input_hw": list(cfg.input_hw), "gpu": gpu_name(), "tensorrt": require("tensorrt").__version__,
-                    "engines": {}}
-    for precision, path in plans.items():
+    plans = {"int8": build_engine(plan.onnx, plan.plan, cfg),
+             "fp16": build_engine(plan.fp16_baseline_onnx, out / "fp16.plan", replace(cfg, precision="fp16")),
+             OPT_AT_MAX: build_engine(plan.onnx, out / "int8_opt_max.plan", replace(cfg, opt_batch_size=cfg.max_batch_size))}
+    report: dict = {"input_hw": list(cfg.input_hw), "opt_batch_size": cfg.opt_batch_size, "gpu": gpu_name(),
+                    "tensorrt": require("tensorrt").__version__, "engines": {}}
+    for name, path in plans.items():
         layers = json.loads(path.with_suffix(".layers.json").read_text())
-        runs = [benchmark_plan(path, batch, cfg.input_hw, seconds) for batch in sorted({1, cfg.max_batch_size})]
-        report["engines"][precision] = {"plan": str(path), "layers": layers["layers"],
-                                        "reformat_layers": layers["reformat_layers"],
-                                        "precisions": layers["precisions"], "runs": runs}
+        runs = [benchmark_plan(path, batch, cfg.input_hw, seconds)
+                for batch in sorted({1, cfg.opt_batch_size, cfg.max_batch_size})]
+        report["engines"][name] = {"plan": str(path), "layers": layers["layers"],
+                                   "reformat_layers": layers["reformat_layers"],
+                                   "precisions": layers["precisions"], "runs": runs}
     (out / "engines.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "engines.md").write_text(engines_markdown(report))
     return report
 
 
 def engines_markdown(report: dict) -> str:
-    """Side-by-side table of the INT8 and FP16 plans: structure, throughput per batch, INT8/FP16 ratio."""
+    """The plans side by side (structure, throughput per batch), then INT8/FP16 and the default profile over
+    one tuned for the max batch, per batch size."""
     engines = report["engines"]
     h, w = report["input_hw"]
     lines = [f"# TensorRT plans at {h}x{w}", "", "| plan | layers | reformat layers | output precisions | "
              "batch | images/s | mean latency ms | p99 ms |", "|---|---|---|---|---|---|---|---|"]
-    for precision, engine in engines.items():
+    for name, engine in engines.items():
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(engine["precisions"].items()))
         for run in engine["runs"]:
-            lines.append(f"| {precision} | {engine['layers']} | {engine['reformat_layers']} | {kinds} | {run['batch']} | "
+            lines.append(f"| {name} | {engine['layers']} | {engine['reformat_layers']} | {kinds} | {run['batch']} | "
                          f"{run['images_per_s']:.1f} | {run.get('latency_mean_ms', '-')} | "
                          f"{run.get('latency_p99_ms', '-')} |")
-    if {"int8", "fp16"} <= set(engines):
-        for int8_run, fp16_run in zip(engines["int8"]["runs"], engines["fp16"]["runs"]):
-            lines.append(f"\nINT8/FP16 at batch {int8_run['batch']}: "
-                         f"**{int8_run['images_per_s'] / fp16_run['images_per_s']:.2f}x**")
+    for other, label in (("fp16", "INT8/FP16"),
+                         (OPT_AT_MAX, f"opt batch {report.get('opt_batch_size')} / opt batch = max")):
+        if {"int8", other} <= set(engines):
+            lines.append("")
+            lines += [f"{label} at batch {mine['batch']}: **{mine['images_per_s'] / theirs['images_per_s']:.2f}x**"
+                      for mine, theirs in zip(engines["int8"]["runs"], engines[other]["runs"])]
     return "\n".join(lines) + "\n"

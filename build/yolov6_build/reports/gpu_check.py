@@ -164,7 +164,7 @@ def gpu_check(checkpoint: Path, calib: Path, annotations: Path, out_dir: Path, l
     manifest = json.loads((repo / "manifest.json").read_text())
     input_hw = tuple(manifest["config"]["input_hw"])
     images = sample_images(out_dir / "images", 8)
-    reference = InProcessPipeline(repo / manifest["engine"]["fp16_baseline_onnx"], input_hw, preprocess="dali",
+    reference = InProcessPipeline(repo / manifest["engine"]["reference_onnx"], input_hw, preprocess="dali",
                                   pixels="float32")(
         [p.read_bytes() for p in images])
     with ServedRepository(repo) as served:
@@ -173,7 +173,7 @@ def gpu_check(checkpoint: Path, calib: Path, annotations: Path, out_dir: Path, l
             report["detections_vs_cpu_flavour"] = compare_detections([detector.detect(p) for p in images], reference)
         dataset = CocoDataset(annotations)
         report["map_server"] = evaluate_server(lambda: TritonDetector("127.0.0.1:8001"), dataset, limit)
-        report["map_offline_fp32"] = _offline_map(repo / manifest["engine"]["fp16_baseline_onnx"], dataset, input_hw,
+        report["map_offline_fp32"] = _offline_map(repo / manifest["engine"]["reference_onnx"], dataset, input_hw,
                                                   limit)
         dali = sweep({"grpc": "grpc://127.0.0.1:8001"}, out_dir / "dali_gpu", USERS)
     with ServedRepository(cpu_preprocess_variant(repo, Path("model_repository/gpu_cpu_preprocess"))):
