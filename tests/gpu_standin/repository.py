@@ -3,7 +3,8 @@
 ``yolov6_dali`` (DALI backend) becomes ``dali_model.py`` on the Python backend with the same config
 otherwise; ``yolov6_detector`` (TensorRT plan) becomes the cpu flavour's detector, reading the gpu
 flavour's float images as TensorRT does (its runtime gives its uint8-pixel graph their form). The
-preprocess BLS logic, the ensemble wiring and the NMS are the gpu repository's own.
+preprocess BLS logic, the ensemble wiring and the NMS are the gpu repository's own; only its GPU
+warm-up is switched off (no CUDA here: ``test_preprocess_dlpack`` runs it against a CuPy shim).
 """
 
 import shutil
@@ -27,6 +28,9 @@ def standin_repository(gpu_repo: Path, cpu_repo: Path, out: Path) -> Path:
     (dali_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
     (dali_dir / "1" / "model.dali").unlink()
     shutil.copy(HERE / "dali_model.py", dali_dir / "1" / "model.py")
+    preprocess = parse_config((out / c.PREPROCESS_MODEL / "config.pbtxt").read_text())
+    preprocess.parameters["gpu_warmup"].string_value = "false"  # no CUDA here (tests/gpu_standin/dlpack.py warms)
+    (out / c.PREPROCESS_MODEL / "config.pbtxt").write_text(text_format.MessageToString(preprocess))
     gpu_detector = parse_config((out / c.DETECTOR_MODEL / "config.pbtxt").read_text())
     shutil.rmtree(out / c.DETECTOR_MODEL)
     shutil.copytree(cpu_repo / c.DETECTOR_MODEL, out / c.DETECTOR_MODEL)

@@ -51,6 +51,16 @@ def _concatenate(parts):
     return out
 
 
+def warm_gpu() -> None:
+    """What the first GPU request would otherwise pay for after ready: CuPy's import, the stub's CUDA
+    context and a DLPack exchange each way. (BLS is not allowed in ``initialize``: the DALI model warms
+    itself with its own config's warm-up.)"""
+    import cupy
+
+    probe = cupy.zeros((1,), dtype=cupy.float32)
+    cupy.from_dlpack(pb_utils.Tensor.from_dlpack("warmup", probe))
+
+
 def padded_batch(encoded: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Rows of different lengths as one uint8 [N, max_len] tensor plus int32 [N, 1] true lengths."""
     lengths = np.array([[len(e)] for e in encoded], dtype=np.int32)
@@ -107,6 +117,8 @@ class TritonPythonModel:
         executor = params.get("executor", "opencv")
         if executor == "bls":
             self.letterbox = BlsLetterbox(params["dali_model"])
+            if params.get("gpu_warmup", "true") == "true":  # "false" only where no GPU exists (tests' stand-in)
+                warm_gpu()
         else:
             input_hw = (int(params["input_height"]), int(params["input_width"]))
             self.letterbox = InProcessLetterbox(executor, input_hw, int(params.get("dali_batch_size", 8)),
