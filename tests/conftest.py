@@ -108,19 +108,9 @@ def repository(checkpoint, quantized, tmp_path_factory):
 
 def detect_concurrently(server, payloads: list[bytes], **detect_options) -> list:
     """Every payload in flight at once (so the server batches them): Detections or the ServerError."""
-    from concurrent.futures import ThreadPoolExecutor
+    from yolov6_client import detect_concurrently as send_all
 
-    from yolov6_client import ServerError, TritonDetector
-
-    def send(data):
-        with TritonDetector(server.grpc_url, retries=0) as detector:
-            try:
-                return detector.detect(data, **detect_options)
-            except ServerError as exc:
-                return exc
-
-    with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
-        return list(pool.map(send, payloads))
+    return send_all(server.grpc_url, payloads, **detect_options)
 
 
 def served_settings(repository) -> dict:

@@ -1,5 +1,5 @@
 """Client library for the YOLOv6 Triton ensemble (gRPC or HTTP via tritonclient)."""
 
-from .detector import ServerError, TritonDetector
+from .detector import ServerError, TritonDetector, detect_concurrently
 
-__all__ = ["TritonDetector", "ServerError"]
+__all__ = ["TritonDetector", "ServerError", "detect_concurrently"]

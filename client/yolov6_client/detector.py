@@ -142,3 +142,19 @@ def _retryable(exc) -> bool:
 def _describe(exc, url: str) -> str:
     message = exc.message() if hasattr(exc, "message") else str(exc)
     return f"Triton at {url} rejected the request: {message}"
+
+
+def detect_concurrently(url: str, payloads: list, **detect_options) -> list:
+    """Every payload (bytes or path) in flight at once over gRPC, so the server can batch them: for each, its
+    Detections or the ServerError it got (no retries: an error is the answer under test)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def send(data):
+        with TritonDetector(url, retries=0) as detector:
+            try:
+                return detector.detect(data, **detect_options)
+            except ServerError as exc:
+                return exc
+
+    with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
+        return list(pool.map(send, payloads))

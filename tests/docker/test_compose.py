@@ -96,9 +96,9 @@ def test_one_pinned_release_everywhere(compose):
     assert f"{release.DALI_WHEEL}=={release.DALI_VERSION}" in requirements
     assert f"{release.DALI_WHEEL}=={release.DALI_VERSION}" in (REPO / "constraints.txt").read_text()
     readme = (REPO / "README.md").read_text()
-    for fact in (f"Triton {release.TRITON_RELEASE}", f"DALI {release.DALI_VERSION}",
-                 f"TensorRT {release.TENSORRT_VERSION}", f"Python {release.CONTAINER_PYTHON}",
-                 f"R{release.MIN_DRIVER}"):
+    for fact in (f"Triton {release.TRITON_RELEASE}", f"DALI {release.DALI_VERSION}", f"CUDA {release.CUDA_VERSION}",
+                 *(f"TensorRT {v}" for v in release.TENSORRT_CANDIDATES), f"Python {release.CONTAINER_PYTHON}",
+                 f"R{release.MIN_DRIVER}", release.RELEASE_DRIVER):
         assert fact in readme, f"README does not state {fact!r}"
 
 

@@ -121,3 +121,12 @@ def test_gpu_preprocess_admits_before_its_bls_call_and_keeps_every_process(gpu_s
     report = stream_mutants(gpu_standin_server.grpc_url, gpu_standin_server.process.pid, 10 * len(FORMATS),
                             seed=5, extra_files=corpus)
     assert report.ok, report.markdown()
+
+
+def test_gpu_check_corrupt_image_batch_passes_on_the_stand_in(gpu_standin_server, images):
+    """gpu-check's own batch (three sizes and a truncated JPEG at once), run against the stand-in."""
+    from yolov6_build.reports.gpu_check import corrupt_image_in_a_batch
+
+    result = corrupt_image_in_a_batch(gpu_standin_server.grpc_url, images)
+    assert result["corrupt_failed_alone"] and result["others_as_alone"], result
+    assert "decode" in result["error"]

@@ -143,20 +143,25 @@ def add_gpu_check(sub) -> None:
     p.add_argument("--calib", type=Path, default=CALIB_DIR)
     p.add_argument("--annotations", type=Path, default=VAL_ANNOTATIONS)
     p.add_argument("--limit", type=int, default=300, help="val images scored through the server and offline")
-    p.add_argument("--preflight-only", action="store_true", help="only check for a GPU, its driver and docker compose")
+    p.add_argument("--preflight-only", action="store_true", help="only check the GPU, its driver, docker compose and the versions inside both images")
     p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/gpu_check"))
     p.set_defaults(func=run_gpu_check)
 
 
 def run_gpu_check(args) -> int:
-    from ..reports.gpu_check import gpu_check, preflight
+    from ..reports.gpu_check import gpu_check, image_versions, passed, preflight
 
     if args.preflight_only:
-        print(f"GPU host ready: {preflight()}")
+        host = preflight()
+        print(f"GPU host ready: {host['gpu']}, driver {host['driver']} ({host['driver_note']})")
+        versions = image_versions()
+        print("images fit together: " + "; ".join(
+            f"{service}: TensorRT {v['tensorrt']}, CUDA {v['cuda']}, DALI {v['dali']}, Python {v['python']}, "
+            f"numpy {v['numpy']}" for service, v in versions.items()))
         return 0
     report = gpu_check(args.checkpoint, args.calib, args.annotations, args.output, args.limit)
     print((args.output / "gpu_check.md").read_text())
-    return 0 if report["checks"]["detections_match"] and report["checks"]["map_within_tolerance"] else 1
+    return 0 if passed(report["checks"]) else 1
 
 
 def add_fleet(sub) -> None:

@@ -30,8 +30,8 @@ MAX_MAP_DROP_POINTS = 1.0  # acceptance: served INT8 mAP within this many points
 USERS = (1, 8, 32)
 
 
-def preflight() -> str:
-    """The GPU's name; BuildError at once, saying what is missing, on a host that cannot run the check."""
+def preflight() -> dict:
+    """The GPU's name and driver; BuildError at once, saying what is missing, on a host that cannot run the check."""
     if shutil.which("nvidia-smi") is None:
         raise BuildError("gpu-check needs an NVIDIA GPU host: nvidia-smi not found (no GPU or no driver here)")
     gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader", "-i", "0"],
@@ -40,7 +40,43 @@ def preflight() -> str:
         raise BuildError("gpu-check: nvidia-smi lists no GPU")
     if shutil.which("docker") is None or subprocess.run([*COMPOSE[:2], "version"], capture_output=True).returncode:
         raise BuildError("gpu-check needs docker with the compose plugin and the NVIDIA container toolkit")
-    return gpu
+    name, _, driver = (part.strip() for part in gpu.rpartition(","))
+    return {"gpu": name, "driver": driver, "driver_note": driver_note(driver)}
+
+
+def driver_note(driver: str) -> str:
+    """How this driver runs the release's CUDA (release.py has the sources)."""
+    from ..release import CUDA_VERSION, MIN_DRIVER, RELEASE_DRIVER
+
+    major = int(driver.split(".")[0]) if driver.split(".")[0].isdigit() else 0
+    if major >= int(MIN_DRIVER):
+        return f"R{major} runs CUDA {CUDA_VERSION} (R{MIN_DRIVER}+; the release ships with {RELEASE_DRIVER})"
+    note = (f"R{major} is older than R{MIN_DRIVER}: CUDA {CUDA_VERSION} runs only through forward compatibility "
+            "(data-centre GPUs such as the T4; the NGC entrypoint loads it). If Triton fails to start, update the "
+            f"driver to R{MIN_DRIVER} or newer")
+    log.warning("%s", note)
+    return note
+
+
+def image_versions() -> dict:
+    """What the TensorRT image (builds the plan) and the Triton image (loads it) really run, read inside each
+    (``yolov6_build.image_versions``); BuildError with both numbers when they cannot work together."""
+    from ..image_versions import problems
+    from ..release import CONTAINER_PYTHON, DALI_VERSION
+
+    found = {}
+    for service, profile in (("engine", ["--profile", "build"]), ("triton", [])):
+        command = [*COMPOSE, *profile, "run", "--rm", "--build", "--no-deps", "--entrypoint", "python3", service,
+                   "-m", "yolov6_build.image_versions"]
+        log.info("$ %s", " ".join(command))
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode:
+            raise BuildError(f"could not read the versions in the {service} image: {result.stderr.strip()[-800:]}")
+        found[service] = json.loads(result.stdout[result.stdout.index("{"):])
+    issues = problems(found["engine"], found["triton"], DALI_VERSION, CONTAINER_PYTHON)
+    if issues:
+        raise BuildError("the images do not fit together:\n- " + "\n- ".join(issues))
+    return found
 
 
 def _compose(*args: str, env: dict | None = None) -> None:
@@ -154,7 +190,8 @@ def gpu_check(checkpoint: Path, calib: Path, annotations: Path, out_dir: Path, l
 
     if out_dir.is_absolute() or not out_dir.parts or out_dir.parts[0] != "artifacts":
         raise ConfigError(f"gpu-check writes under artifacts/ (the folder the engine container mounts), not {out_dir}")
-    report: dict = {"gpu": preflight()}
+    host = preflight()
+    report: dict = {"gpu": f"{host['gpu']}, driver {host['driver']}", "host": host, "versions": image_versions()}
     out_dir.mkdir(parents=True, exist_ok=True)
     repo = Path("model_repository/gpu")
     build_repository(checkpoint, repo, "gpu", calib=calib)
@@ -171,6 +208,7 @@ def gpu_check(checkpoint: Path, calib: Path, annotations: Path, out_dir: Path, l
         report["gpu_memory_mib"] = served.memory_mib
         with TritonDetector("127.0.0.1:8001") as detector:
             report["detections_vs_cpu_flavour"] = compare_detections([detector.detect(p) for p in images], reference)
+        report["corrupt_image_in_a_batch"] = corrupt_image_in_a_batch("127.0.0.1:8001", images)
         dataset = CocoDataset(annotations)
         report["map_server"] = evaluate_server(lambda: TritonDetector("127.0.0.1:8001"), dataset, limit)
         report["map_offline_fp32"] = _offline_map(repo / manifest["engine"]["reference_onnx"], dataset, input_hw,
@@ -187,11 +225,45 @@ def gpu_check(checkpoint: Path, calib: Path, annotations: Path, out_dir: Path, l
     return report
 
 
+def corrupt_image_in_a_batch(url: str, images: list[Path]) -> dict:
+    """Images of three sizes and one truncated JPEG sent at once (one dynamic batch, one DALI batch on the GPU):
+    the corrupt one must fail alone and every other answer as it does sent alone."""
+    import io
+
+    from PIL import Image
+    from yolov6_client import ServerError, TritonDetector, detect_concurrently
+
+    payloads = []
+    for path, scale in zip(images, (1.0, 0.5, 1.7)):
+        image = Image.open(path)
+        buffer = io.BytesIO()
+        image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale)))).save(buffer, "JPEG")
+        payloads.append(buffer.getvalue())
+    payloads.insert(1, payloads[0][: len(payloads[0]) // 3])
+    together = detect_concurrently(url, payloads)
+    with TritonDetector(url) as detector:
+        alone = [detector.detect(data) for index, data in enumerate(payloads) if index != 1]
+    others = [result for index, result in enumerate(together) if index != 1]
+
+    def same(got, want) -> bool:
+        return (not isinstance(got, Exception) and len(got) == len(want)
+                and compare_detections([got], [want])["matched"] == len(want))
+
+    return {"requests": len(payloads), "corrupt_failed_alone": isinstance(together[1], ServerError),
+            "error": str(together[1])[:200], "others_as_alone": all(map(same, others, alone))}
+
+
 def acceptance(report: dict) -> dict:
     """Pass/fail of the run's two correctness checks (speed is reported, not judged)."""
     drop = 100 * (report["map_offline_fp32"]["map50_95"] - report["map_server"]["map50_95"])
+    bad_batch = report["corrupt_image_in_a_batch"]
     return {"detections_match": report["detections_vs_cpu_flavour"]["fraction"] >= MIN_MATCHED_BOXES,
-            "map_drop_points": round(drop, 2), "map_within_tolerance": drop <= MAX_MAP_DROP_POINTS}
+            "map_drop_points": round(drop, 2), "map_within_tolerance": drop <= MAX_MAP_DROP_POINTS,
+            "corrupt_image_isolated": bad_batch["corrupt_failed_alone"] and bad_batch["others_as_alone"]}
+
+
+def passed(checks: dict) -> bool:
+    return checks["detections_match"] and checks["map_within_tolerance"] and checks["corrupt_image_isolated"]
 
 
 def _offline_map(onnx: Path, dataset, input_hw, limit: int) -> dict:
@@ -207,8 +279,15 @@ def _offline_map(onnx: Path, dataset, input_hw, limit: int) -> dict:
 def markdown(report: dict) -> str:
     det = report["detections_vs_cpu_flavour"]
     checks = report["checks"]
-    verdict = "PASSED" if checks["detections_match"] and checks["map_within_tolerance"] else "FAILED"
+    verdict = "PASSED" if passed(checks) else "FAILED"
+    bad_batch = report["corrupt_image_in_a_batch"]
     lines = [f"# GPU acceptance run on {report['gpu']}: {verdict}", "",
+             *(f"- {service} image: TensorRT {v.get('tensorrt')}, CUDA {v.get('cuda')}, DALI {v.get('dali')}, "
+               f"Python {v.get('python')}, numpy {v.get('numpy')}" for service, v in report.get("versions", {}).items()),
+             "",
+             f"One batch of {bad_batch['requests']} requests (three sizes and a truncated JPEG): the corrupt one "
+             f"{'failed alone' if bad_batch['corrupt_failed_alone'] else 'did NOT fail alone'}, the others "
+             f"{'answered as sent alone' if bad_batch['others_as_alone'] else 'did NOT answer as sent alone'}", "",
              f"Detections vs the CPU flavour's pipeline (FP32 ONNX): {det['matched']}/{det['reference_boxes']} boxes "
              f"matched (IoU >= {det['iou_tolerance']}, same class; accepted from {MIN_MATCHED_BOXES:.0%})", "",
              f"mAP@0.5:0.95 served {report['map_server']['map50_95']:.4f} vs offline FP32 "
