@@ -67,7 +67,6 @@ def _float_tensors(model) -> set[str]:
 def to_fp16_compute(model):
     """A copy of ``model`` (ONNX ModelProto, FP32 or Q/DQ) with its body in FP16, I/O types unchanged."""
     onnx = require("onnx")
-    from onnx import TensorProto, helper, numpy_helper
 
     if any(node.op_type in QDQ_OPS for node in model.graph.node) and _opset(model) < QDQ_OPSET:
         model = onnx.version_converter.convert_version(model, QDQ_OPSET)  # also rewrites e.g. ReduceMax's axes
@@ -76,49 +75,92 @@ def to_fp16_compute(model):
     graph = model.graph
     region = fp16_compute_nodes(model)
     floats = _float_tensors(model)
-    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    constants.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
-                      if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
-    half_of: dict[str, str] = {}  # FP32 tensor -> its FP16 twin (initializer copy or Cast output)
-    float_of: dict[str, str] = {}  # FP16 tensor -> its FP32 Cast, for the FP32 tail
-    new_initializers, casts_in, casts_out = [], [], defaultdict(list)
-
-    def as_half(name: str) -> str:
-        if name not in half_of:
-            half_of[name] = f"{name}__fp16"
-            if name in constants:
-                new_initializers.append(numpy_helper.from_array(constants[name].astype("float16"), half_of[name]))
-            else:
-                casts_in.append(helper.make_node("Cast", [name], [half_of[name]], to=TensorProto.FLOAT16,
-                                                 name=f"{name}__to_fp16"))
-        return half_of[name]
-
-    produced_half = {out for i in region for out in graph.node[i].output if out in floats}
+    borders = _Borders(graph, {out for i in region for out in graph.node[i].output if out in floats})
     for index in region:
         _cast_to_half(graph.node[index])
     for index, node in enumerate(graph.node):
         keep = FLOAT32_ONLY_INPUTS.get(node.op_type, ())
         for position, name in enumerate(node.input):
-            if index in region and name in floats and name not in produced_half and position not in keep:
-                node.input[position] = as_half(name)
-            elif index not in region and name in produced_half and node.op_type not in SHAPE_OPS:
-                if name not in float_of:
-                    float_of[name] = f"{name}__fp32"
-                    casts_out[name].append(helper.make_node("Cast", [name], [float_of[name]], to=TensorProto.FLOAT,
-                                                            name=f"{name}__to_fp32"))
-                node.input[position] = float_of[name]
+            if index in region and name in floats and name not in borders.half and position not in keep:
+                node.input[position] = borders.to_half(name)
+            elif index not in region and name in borders.half and node.op_type not in SHAPE_OPS:
+                node.input[position] = borders.to_float(name)
     for output in graph.output:  # a graph output computed in FP16 is handed out as FP32 under its own name
-        if output.name in produced_half:
-            _rename_producer(graph, output.name, f"{output.name}__fp16_out")
-            produced_half.add(f"{output.name}__fp16_out")
-            graph.node.append(helper.make_node("Cast", [f"{output.name}__fp16_out"], [output.name],
-                                               to=TensorProto.FLOAT, name=f"{output.name}__to_fp32"))
-    _insert_casts(graph, casts_in, casts_out)
-    graph.initializer.extend(new_initializers)
-    _drop_unused_initializers(graph)  # the FP32 originals of the copied weights
+        if output.name in borders.half:
+            borders.rename_output(output.name)
+    borders.apply()
     del graph.value_info[:]  # stale FP32 types; shape inference recomputes them
     onnx.checker.check_model(model)
     return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+
+
+class _Borders:
+    """Where FP32 and FP16 meet: FP16 copies of constants, Casts into the FP16 region and out of it."""
+
+    def __init__(self, graph, half: set[str]):
+        from onnx import numpy_helper
+
+        self.graph, self.half = graph, half
+        self.constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        self.constants.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+                               if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+        self.twins: dict[str, str] = {}  # tensor -> its twin in the other precision
+        self.initializers, self.casts_after = [], defaultdict(list)  # source tensor -> Casts reading it
+
+    def to_half(self, name: str) -> str:
+        from onnx import TensorProto, numpy_helper
+
+        if name not in self.twins:
+            self.twins[name] = f"{name}__fp16"
+            if name in self.constants:
+                self.initializers.append(numpy_helper.from_array(self.constants[name].astype("float16"),
+                                                                 self.twins[name]))
+            else:
+                self._cast(name, self.twins[name], TensorProto.FLOAT16)
+        return self.twins[name]
+
+    def to_float(self, name: str) -> str:
+        from onnx import TensorProto
+
+        if name not in self.twins:
+            self.twins[name] = f"{name}__fp32"
+            self._cast(name, self.twins[name], TensorProto.FLOAT)
+        return self.twins[name]
+
+    def rename_output(self, name: str) -> None:
+        """The FP16 producer of graph output ``name`` writes ``<name>__fp16_out``; a Cast writes ``name``."""
+        from onnx import TensorProto, helper
+
+        inner = f"{name}__fp16_out"
+        for node in self.graph.node:
+            node.output[:] = [inner if out == name else out for out in node.output]
+            node.input[:] = [inner if i == name else i for i in node.input]
+        self.graph.node.append(helper.make_node("Cast", [inner], [name], to=TensorProto.FLOAT, name=f"{name}__to_fp32"))
+
+    def _cast(self, source: str, target: str, to: int) -> None:
+        from onnx import helper
+
+        suffix = "fp16" if target.endswith("fp16") else "fp32"
+        self.casts_after[source].append(helper.make_node("Cast", [source], [target], to=to,
+                                                         name=f"{source}__to_{suffix}"))
+
+    def apply(self) -> None:
+        """Each Cast right after its source's producer (graph inputs: first), so the order stays topological;
+        the FP16 constants added and the FP32 originals no node reads any more dropped."""
+        after = dict(self.casts_after)
+        ordered = [cast for i in self.graph.input for cast in after.pop(i.name, [])]
+        for node in list(self.graph.node):
+            ordered.append(node)
+            for out in node.output:
+                ordered.extend(after.pop(out, []))
+        ordered = [cast for casts in after.values() for cast in casts] + ordered  # sources with no producer
+        del self.graph.node[:]
+        self.graph.node.extend(ordered)
+        self.graph.initializer.extend(self.initializers)
+        used = {name for node in self.graph.node for name in node.input}
+        kept = [i for i in self.graph.initializer if i.name in used]
+        del self.graph.initializer[:]
+        self.graph.initializer.extend(kept)
 
 
 def _cast_to_half(node) -> None:
@@ -136,44 +178,8 @@ def _clone(model):
     return copy
 
 
-def _rename_producer(graph, old: str, new: str) -> None:
-    for node in graph.node:
-        for position, name in enumerate(node.output):
-            if name == old:
-                node.output[position] = new
-        for position, name in enumerate(node.input):
-            if name == old:
-                node.input[position] = new
-
-
-def _insert_casts(graph, casts_in: list, casts_out: dict) -> None:
-    """Casts to FP16 first (their sources are graph inputs or FP32 tensors made earlier: a topological
-    order is kept by placing each Cast right after its source's producer)."""
-    nodes = list(graph.node)
-    after: dict[str, list] = defaultdict(list)
-    for cast in casts_in:
-        after[cast.input[0]].append(cast)
-    for source, casts in casts_out.items():
-        after[source].extend(casts)
-    ordered = [cast for name in [i.name for i in graph.input] for cast in after.pop(name, [])]
-    for node in nodes:
-        ordered.append(node)
-        for out in node.output:
-            ordered.extend(after.pop(out, []))
-    ordered = [cast for casts in after.values() for cast in casts] + ordered  # from initializers: first
-    del graph.node[:]
-    graph.node.extend(ordered)
-
-
 def _opset(model) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def _drop_unused_initializers(graph) -> None:
-    used = {name for node in graph.node for name in node.input}
-    kept = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
 
 
 def write_fp16_compute(source: str | Path, target: str | Path) -> Path:
