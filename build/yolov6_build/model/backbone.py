@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import (CSPSPPF, SPPF, BepC3, BiFusion, ConvBNReLU, ConvBNSiLU, LinearAddBlock, RealVGGBlock, RepBlock,
-                     RepVGGBlock, SimCSPSPPF, SimSPPF)
+from .layers import (CSPSPPF, SPPF, BepC3, BiFusion, ConvBNReLU, ConvBNSiLU, LinearAddBlock, QARepVGGBlockV2,
+                     RealVGGBlock, RepBlock, RepVGGBlock, SimCSPSPPF, SimSPPF)
 from .registry import Variant
 
-# training_mode -> the 3x3 block of backbone and neck: RepVGG branches, RepOpt's plain block, or
-# RepOpt's hyper-search block (learns the branch scales the RepOpt optimizer then uses).
-BLOCKS = {"repvgg": RepVGGBlock, "repopt": RealVGGBlock, "hyper_search": LinearAddBlock}
+# training_mode -> the 3x3 block of backbone and neck: RepVGG branches, RepOpt's plain block, RepOpt's
+# hyper-search block (learns the branch scales the RepOpt optimizer then uses), or QARepVGG's branches
+# (upstream configs/qarepvgg; their head and plain convs are the RepVGG models').
+BLOCKS = {"repvgg": RepVGGBlock, "repopt": RealVGGBlock, "hyper_search": LinearAddBlock,
+          "qarepvggv2": QARepVGGBlockV2}
 
 
 def _basic_block(variant: Variant, training_mode: str = "repvgg"):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CheckpointError
+from .layers import BN_EPS
 from .registry import VARIANTS
 from .safe_pickle import PickledModule, load_torch_zip, module_state_dict
 
@@ -78,6 +79,41 @@ def infer_architecture(state_dict: dict) -> tuple[str, int, str, bool]:
     raise CheckpointError(f"not a YOLOv6 v3.0 n/s/m/l checkpoint: stem has {stem_channels} channels")
 
 
+def infer_training_mode(state_dict: dict) -> str:
+    """Which 3x3 block family the weights were trained with, from the stem's keys: RepVGG's branches each
+    carry a BatchNorm; QARepVGG's 1x1 is a bare conv under one trailing BatchNorm; RepOpt's block is one
+    conv-BN (``block.conv``), its hyper-search block a bare conv with branch scales. (QARepVGG's first
+    version differs from v2 only by a parameter-free average pool: such files load as v2.)"""
+    stem = "backbone.stem."
+    if f"{stem}rbr_1x1.weight" in state_dict or f"{stem}bn.weight" in state_dict:
+        return "qarepvggv2"
+    if f"{stem}block.conv.weight" in state_dict:
+        return "repopt"
+    if f"{stem}scale_conv" in state_dict:
+        return "hyper_search"
+    return "repvgg"
+
+
+def fold_kept_batchnorms(state_dict: dict) -> dict:
+    """Upstream's deploy form of QARepVGG keeps each block's trailing BatchNorm beside its merged conv
+    (``rbr_reparam`` + ``bn``); this project's deploy form has it folded in. Fold it on the weights."""
+    import torch
+
+    folded = dict(state_dict)
+    for key in [k for k in state_dict if k.endswith(".rbr_reparam.weight")]:
+        prefix = key[: -len("rbr_reparam.weight")]
+        if f"{prefix}bn.weight" not in state_dict:
+            continue
+        bn = {name: folded.pop(f"{prefix}bn.{name}").float()
+              for name in ("weight", "bias", "running_mean", "running_var")}
+        folded.pop(f"{prefix}bn.num_batches_tracked", None)
+        scale = bn["weight"] / (bn["running_var"] + BN_EPS).sqrt()
+        weight, bias = folded[key].float(), folded[f"{prefix}rbr_reparam.bias"].float()
+        folded[key] = weight * scale.reshape(-1, 1, 1, 1)
+        folded[f"{prefix}rbr_reparam.bias"] = bn["bias"] + (bias - bn["running_mean"]) * scale
+    return folded
+
+
 def _stem_channels(state_dict: dict) -> int:
     for key in ("backbone.stem.rbr_dense.conv.weight", "backbone.stem.rbr_reparam.weight",
                 "backbone.stem.block.conv.weight", "backbone.stem.conv.weight"):  # last: hyper-search
@@ -99,22 +135,24 @@ def load_checkpoint(path: str | Path, num_classes: int | None = None, size: str 
     from .yolo import ModelSpec, build_model, fuse_for_deploy
 
     state_dict, source_format, meta = extract_state_dict(load_torch_zip(path))
+    state_dict = fold_kept_batchnorms(state_dict)
     found_size, found_classes, head, deploy = infer_architecture(state_dict)
+    training_mode = meta.get("training_mode") or infer_training_mode(state_dict)
     if size is not None and size != found_size:
         raise CheckpointError(f"{path} holds a YOLOv6-{found_size}, not the requested YOLOv6-{size}")
     if num_classes is not None and num_classes != found_classes:
         raise CheckpointError(f"{path} has {found_classes} classes, but {num_classes} were asked for "
                               "(pass the matching class names, or fine-tune a new head)")
-    model = build_model(ModelSpec(found_size, found_classes, head, meta.get("training_mode", "repvgg")))
+    model = build_model(ModelSpec(found_size, found_classes, head, training_mode))
     if deploy:
         fuse_for_deploy(model)
     _load_weights(model, state_dict, path)
     info = CheckpointInfo(size=found_size, num_classes=found_classes, head=head, deploy=deploy,
                           source_format=source_format, class_names=list(meta.get("class_names", [])),
                           input_hw=tuple(meta.get("input_hw", (640, 640))),
-                          training_mode=meta.get("training_mode", "repvgg"),
+                          training_mode=training_mode,
                           extra={k: v for k, v in meta.items() if k not in _META_FIELDS})
-    log.info("loaded YOLOv6-%s (%d classes, %s head%s) from %s", found_size, found_classes, head,
+    log.info("loaded YOLOv6-%s (%s, %d classes, %s head%s) from %s", found_size, training_mode, found_classes, head,
              ", deploy" if deploy else "", path)
     return model, info
 

@@ -127,6 +127,61 @@ class RepVGGBlock(nn.Module):
         self.rbr_dense = self.rbr_1x1 = self.rbr_identity = None
 
 
+class QARepVGGBlockV2(nn.Module):
+    """Quantization-aware RepVGG (upstream's ``qarepvggv2``): a 3x3 conv-BN, a bare 1x1 conv, and where shapes
+    allow the identity and a 3x3 average pool, summed, then one BatchNorm and ReLU. The branches carry no
+    BatchNorm of their own except the 3x3 one, so the merged kernel's weight distribution stays narrow
+    enough for INT8. ``fuse()`` makes one 3x3 conv (upstream keeps the trailing BN beside its merged conv;
+    here it is folded in too: the same function)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1):
+        super().__init__()
+        if kernel_size != 3 or padding != 1:
+            raise ValueError("QARepVGGBlockV2 supports kernel_size=3, padding=1 only")
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.nonlinearity = nn.ReLU()
+        self.se = nn.Identity()
+        has_identity = in_channels == out_channels and stride == 1
+        self.rbr_identity = nn.Identity() if has_identity else None
+        self.rbr_dense = ConvModule(in_channels, out_channels, 3, stride, padding=1)
+        self.rbr_1x1 = nn.Conv2d(in_channels, out_channels, 1, stride, 0, bias=False)
+        self.bn = batch_norm(out_channels)
+        self.rbr_avg = nn.AvgPool2d(3, stride, padding=1) if has_identity else None
+        self.rbr_reparam = None
+
+    def forward(self, x):
+        if self.rbr_reparam is not None:
+            return self.nonlinearity(self.se(self.rbr_reparam(x)))
+        out = self.rbr_dense(x) + self.rbr_1x1(x)
+        if self.rbr_identity is not None:
+            out = out + x + self.rbr_avg(x)
+        return self.nonlinearity(self.se(self.bn(out)))
+
+    def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return fold_bn(*self.merged_branches(), self.bn)
+
+    def merged_branches(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The branches as one 3x3 kernel and bias, before the trailing BN (upstream's deploy conv)."""
+        kernel, bias = RepVGGBlock._branch(self.rbr_dense)
+        kernel = kernel + F.pad(self.rbr_1x1.weight, [1, 1, 1, 1])
+        if self.rbr_identity is not None:
+            channels = torch.arange(self.in_channels)
+            extra = torch.zeros_like(kernel)
+            extra[channels, channels] = 1.0 / 9  # the average pool (padding counted, as AvgPool2d does)
+            extra[channels, channels, 1, 1] += 1.0  # the identity
+            kernel = kernel + extra
+        return kernel, bias
+
+    def fuse(self) -> None:
+        if self.rbr_reparam is not None:
+            return
+        kernel, bias = self.equivalent_kernel_bias()
+        self.rbr_reparam = nn.Conv2d(self.in_channels, self.out_channels, 3, self.stride, 1, bias=True)
+        self.rbr_reparam.weight.data.copy_(kernel.detach())
+        self.rbr_reparam.bias.data.copy_(bias.detach())
+        self.rbr_dense = self.rbr_1x1 = self.rbr_identity = self.rbr_avg = self.bn = None
+
+
 class RealVGGBlock(_ConvAct):
     """RepOpt's plain block: one 3x3 conv + BN + ReLU, trained as is (its optimizer carries what the
     RepVGG branches would have added); deploys by folding the BN, with no branch merging."""

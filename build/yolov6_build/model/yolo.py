@@ -10,14 +10,14 @@ from torch import nn
 from ..errors import ConfigError
 from .backbone import BLOCKS, Backbone, Neck
 from .head import Detect
-from .layers import ConvModule, RepVGGBlock
+from .layers import ConvModule, QARepVGGBlockV2, RepVGGBlock
 from .registry import HEAD_VARIANTS, get_variant
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """What to build: size, class count, head variant ('plain' or 'distill') and training mode
-    ('repvgg', 'repopt' or RepOpt's 'hyper_search'; see backbone.BLOCKS)."""
+    ('repvgg', 'repopt', RepOpt's 'hyper_search' or 'qarepvggv2'; see backbone.BLOCKS)."""
 
     size: str = "n"
     num_classes: int = 80
@@ -72,6 +72,6 @@ def fuse_for_deploy(model: YOLOv6) -> YOLOv6:
     model.eval()
     with torch.no_grad():
         for module in list(model.modules()):
-            if isinstance(module, (RepVGGBlock, ConvModule)):
+            if isinstance(module, (RepVGGBlock, QARepVGGBlockV2, ConvModule)):
                 module.fuse()
     return model

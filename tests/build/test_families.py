@@ -1,0 +1,72 @@
+"""Model families against upstream YOLOv6's own code: the same state-dict keys and shapes, the same eval
+outputs before and after deploy fusion (references made by tests/upstream/make_refs.py from upstream's
+sources, with weights both sides derive from the key names)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.upstream.make_refs import CONFIGS, NUM_CLASSES, REFS, reference_input
+from tests.upstream.weights import fill
+from yolov6_build.model.yolo import ModelSpec, build_model, fuse_for_deploy
+
+
+def _reference(name):
+    ref = np.load(REFS / f"{name}.npz")
+    return ref["output_eager"], ref["output_fused"], json.loads(str(ref["meta"]))
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_family_matches_upstream_unfused_and_fused(name):
+    eager, fused, meta = _reference(name)
+    model = build_model(ModelSpec(num_classes=NUM_CLASSES, **CONFIGS[name][1]))
+    fill(model)
+    assert sorted([k, list(v.shape)] for k, v in model.state_dict().items()) == sorted(meta["train_keys"])
+    x = torch.from_numpy(reference_input())
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x).numpy(), eager, rtol=1e-4, atol=1e-4)
+        fuse_for_deploy(model)
+        np.testing.assert_allclose(model(x).numpy(), fused, rtol=1e-4, atol=1e-4)
+
+
+def _qarepvgg_model(size="n"):
+    model = build_model(ModelSpec(size, NUM_CLASSES, training_mode="qarepvggv2"))
+    fill(model)
+    return model.eval()
+
+
+def test_qarepvgg_weights_load_as_qarepvgg_and_compute_the_same(tmp_path):
+    """A plain state dict (no metadata): the block family is read from the weights."""
+    from yolov6_build.model.checkpoint import load_checkpoint
+
+    model = _qarepvgg_model()
+    torch.save({"model": model.state_dict()}, tmp_path / "qa.pt")
+    loaded, info = load_checkpoint(tmp_path / "qa.pt")
+    assert info.training_mode == "qarepvggv2" and info.size == "n" and not info.deploy
+    x = torch.from_numpy(reference_input())
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_upstream_deploy_form_with_kept_batchnorms_loads(tmp_path):
+    """Upstream's deploy QARepVGG keeps each block's BN beside the merged conv; it is folded on load."""
+    from yolov6_build.model.checkpoint import load_checkpoint
+    from yolov6_build.model.layers import QARepVGGBlockV2
+
+    model = _qarepvgg_model()
+    x = torch.from_numpy(reference_input())
+    with torch.no_grad():
+        expected = model(x).numpy()
+        kept = {name: (module.merged_branches(), {k: v.clone() for k, v in module.bn.state_dict().items()})
+                for name, module in model.named_modules() if isinstance(module, QARepVGGBlockV2)}
+        state = dict(fuse_for_deploy(model).state_dict())
+    for name, ((kernel, bias), bn) in kept.items():
+        state[f"{name}.rbr_reparam.weight"], state[f"{name}.rbr_reparam.bias"] = kernel, bias
+        state.update({f"{name}.bn.{k}": v for k, v in bn.items()})
+    torch.save(state, tmp_path / "qa_deploy.pt")
+    loaded, info = load_checkpoint(tmp_path / "qa_deploy.pt")
+    assert info.deploy
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(x).numpy(), expected, rtol=1e-4, atol=1e-4)
