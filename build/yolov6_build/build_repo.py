@@ -38,8 +38,11 @@ def served_int8_graph(flavour: str) -> str:
 
 def repository_config_for(checkpoint_info, flavour: str, **overrides) -> RepositoryConfig:
     """Defaults from the checkpoint (input size, class names), then explicit overrides."""
+    from .model.registry import get_variant
+
     names = default_class_names(checkpoint_info.num_classes, checkpoint_info.class_names)
-    cfg = RepositoryConfig(flavour=flavour, input_hw=tuple(checkpoint_info.input_hw), class_names=tuple(names))
+    cfg = RepositoryConfig(flavour=flavour, input_hw=tuple(checkpoint_info.input_hw), class_names=tuple(names),
+                           strides=get_variant(checkpoint_info.size).strides)
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
 

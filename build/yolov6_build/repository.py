@@ -20,6 +20,7 @@ import numpy as np
 
 from . import contract as c
 from .errors import ConfigError
+from .model.registry import STRIDES
 from .pipeline import PREPROCESSORS, SERVED_PIXELS
 from .runtime import RUNTIMES
 
@@ -64,12 +65,16 @@ class RepositoryConfig:
     detector_runtime: str = "openvino"  # cpu flavour: runtime.RUNTIMES; faster at equal mAP (README, bench-int8)
     dali_threads: int = 2  # CPU threads of the DALI pipeline (both flavours)
     cpu_preprocess: str = "opencv"  # cpu flavour: pipeline.PREPROCESSORS; opencv has no per-batch cost (README)
+    strides: tuple[int, ...] = STRIDES  # the detector's head levels (P6 models add 64)
 
     def __post_init__(self):
+        object.__setattr__(self, "strides", tuple(self.strides))  # a list when read back from repository.json
         if self.flavour not in FLAVOURS:
             raise ConfigError(f"flavour must be one of {FLAVOURS}, got {self.flavour!r}")
-        if any(v % 32 or v <= 0 for v in self.input_hw):
-            raise ConfigError(f"input size must be positive multiples of 32, got {self.input_hw}")
+        step = max(self.strides)
+        if any(v % step or v <= 0 for v in self.input_hw):
+            raise ConfigError(f"input size must be positive multiples of {step} (the largest stride), "
+                              f"got {self.input_hw}")
         if not self.class_names:
             raise ConfigError("class_names must not be empty")
         for name in ("max_batch_size", "preprocess_instances", "detector_instances", "nms_instances", "topk",
@@ -87,7 +92,7 @@ class RepositoryConfig:
     def num_candidates(self) -> int:
         """K of the detector graph: top-k capped by the anchor count at this input size."""
         h, w = self.input_hw
-        return min(self.topk, sum((h // s) * (w // s) for s in (8, 16, 32)))
+        return min(self.topk, sum((h // s) * (w // s) for s in self.strides))
 
 
 # ---------------------------------------------------------------- pbtxt pieces

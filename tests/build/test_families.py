@@ -70,3 +70,15 @@ def test_upstream_deploy_form_with_kept_batchnorms_loads(tmp_path):
     assert info.deploy
     with torch.no_grad():
         np.testing.assert_allclose(loaded(x).numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", ["n6", "l6"])
+def test_p6_weights_load_as_p6_at_1280(size, tmp_path):
+    """n6 shares n's stem width: the stride-64 stage tells them apart. Upstream runs P6 models at 1280."""
+    from yolov6_build.model.checkpoint import load_checkpoint
+
+    model = build_model(ModelSpec(size, NUM_CLASSES))
+    fill(model)
+    torch.save(model.state_dict(), tmp_path / "p6.pt")
+    loaded, info = load_checkpoint(tmp_path / "p6.pt")
+    assert (info.size, info.input_hw) == (size, (1280, 1280)) and loaded.detect.strides == (8, 16, 32, 64)

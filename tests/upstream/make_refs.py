@@ -29,6 +29,7 @@ CONFIGS = {
     "n_qa": ("configs/qarepvgg/yolov6n_qa.py", {"size": "n", "training_mode": "qarepvggv2"}),
     "s_qa": ("configs/qarepvgg/yolov6s_qa.py", {"size": "s", "training_mode": "qarepvggv2"}),
     "m_qa": ("configs/qarepvgg/yolov6m_qa.py", {"size": "m", "training_mode": "qarepvggv2"}),
+    **{f"{size}6": (f"configs/yolov6{size}6.py", {"size": f"{size}6"}) for size in "nsml"},
 }
 
 

@@ -73,10 +73,12 @@ def infer_architecture(state_dict: dict) -> tuple[str, int, str, bool]:
     deploy = any("rbr_reparam" in k for k in state_dict) or not any(".bn." in k or "rbr_identity" in k
                                                                      for k in state_dict)
     stem_channels = _stem_channels(state_dict)
+    p6 = any(k.startswith("backbone.ERBlock_6.") for k in state_dict)  # the stride-64 stage
     for name, variant in VARIANTS.items():
-        if variant.channels[0] == stem_channels:
+        if variant.p6 == p6 and variant.channels[0] == stem_channels:
             return name, num_classes, head, deploy
-    raise CheckpointError(f"not a YOLOv6 v3.0 n/s/m/l checkpoint: stem has {stem_channels} channels")
+    family = "P6 " if p6 else ""
+    raise CheckpointError(f"not a YOLOv6 v3.0 {family}n/s/m/l checkpoint: stem has {stem_channels} channels")
 
 
 def infer_training_mode(state_dict: dict) -> str:
@@ -149,7 +151,7 @@ def load_checkpoint(path: str | Path, num_classes: int | None = None, size: str 
     _load_weights(model, state_dict, path)
     info = CheckpointInfo(size=found_size, num_classes=found_classes, head=head, deploy=deploy,
                           source_format=source_format, class_names=list(meta.get("class_names", [])),
-                          input_hw=tuple(meta.get("input_hw", (640, 640))),
+                          input_hw=tuple(meta.get("input_hw", (VARIANTS[found_size].input_size,) * 2)),
                           training_mode=training_mode,
                           extra={k: v for k, v in meta.items() if k not in _META_FIELDS})
     log.info("loaded YOLOv6-%s (%s, %d classes, %s head%s) from %s", found_size, training_mode, found_classes, head,

@@ -51,11 +51,12 @@ class Detect(nn.Module):
     training uses for n/s; inference ignores them, exactly as upstream.
     """
 
-    def __init__(self, num_classes: int, in_channels: tuple[int, int, int], use_dfl: bool, head: str = "plain"):
+    def __init__(self, num_classes: int, in_channels: tuple[int, ...], use_dfl: bool, head: str = "plain",
+                 strides: tuple[int, ...] = STRIDES):
         super().__init__()
         self.nc = num_classes
         self.nl = len(in_channels)
-        self.strides = STRIDES
+        self.strides = strides
         self.use_dfl = use_dfl
         self.reg_max = DFL_BINS if use_dfl else 0
         self.head = head

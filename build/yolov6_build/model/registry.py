@@ -1,4 +1,5 @@
-"""YOLOv6 v3.0 variants as data (upstream configs/yolov6{n,s,m,l}.py), plus the derived stage sizes."""
+"""YOLOv6 v3.0 variants as data (upstream configs/yolov6{n,s,m,l}.py and the P6 configs
+yolov6{n,s,m,l}6.py), plus the derived stage sizes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from ..errors import ConfigError
 BASE_REPEATS = (1, 6, 12, 18, 6, 12, 12, 12, 12)
 BASE_CHANNELS = (64, 128, 256, 512, 1024, 256, 128, 128, 256, 256, 512)
 STRIDES = (8, 16, 32)
+# P6: backbone 6 stages (a stride-64 stage), neck 6 repeats / 6 channels, four head levels.
+BASE_REPEATS_P6 = (1, 6, 12, 18, 6, 6, 12, 12, 12, 12, 12, 12)
+BASE_CHANNELS_P6 = (64, 128, 256, 512, 768, 1024, 512, 256, 128, 256, 512, 1024)
+STRIDES_P6 = (8, 16, 32, 64)
 DFL_BINS = 16  # reg_max used by DFL heads (and the size of the always-present projection)
 HEAD_VARIANTS = ("plain", "distill")
 
@@ -26,19 +31,31 @@ class Variant:
     block: str
     csp_e: float | None
     use_dfl: bool
+    p6: bool = False  # a stride-64 stage and head level; upstream trains these at 1280
 
     @property
     def repeats(self) -> tuple[int, ...]:
-        return tuple(max(round(r * self.depth_multiple), 1) if r > 1 else r for r in BASE_REPEATS)
+        base = BASE_REPEATS_P6 if self.p6 else BASE_REPEATS
+        return tuple(max(round(r * self.depth_multiple), 1) if r > 1 else r for r in base)
 
     @property
     def channels(self) -> tuple[int, ...]:
-        return tuple(math.ceil(c * self.width_multiple / 8) * 8 for c in BASE_CHANNELS)
+        base = BASE_CHANNELS_P6 if self.p6 else BASE_CHANNELS
+        return tuple(math.ceil(c * self.width_multiple / 8) * 8 for c in base)
 
     @property
-    def head_channels(self) -> tuple[int, int, int]:
+    def head_channels(self) -> tuple[int, ...]:
         c = self.channels
-        return c[6], c[8], c[10]
+        return (c[8], c[9], c[10], c[11]) if self.p6 else (c[6], c[8], c[10])
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return STRIDES_P6 if self.p6 else STRIDES
+
+    @property
+    def input_size(self) -> int:
+        """The input side upstream trains and evaluates the variant at (the default here)."""
+        return 1280 if self.p6 else 640
 
     @property
     def reg_max(self) -> int:
@@ -50,6 +67,10 @@ VARIANTS = {
     "s": Variant("s", 0.33, 0.50, csp=False, block="repvgg", csp_e=None, use_dfl=False),
     "m": Variant("m", 0.60, 0.75, csp=True, block="repvgg", csp_e=2 / 3, use_dfl=True),
     "l": Variant("l", 1.00, 1.00, csp=True, block="conv_silu", csp_e=1 / 2, use_dfl=True),
+    "n6": Variant("n6", 0.33, 0.25, csp=False, block="repvgg", csp_e=None, use_dfl=False, p6=True),
+    "s6": Variant("s6", 0.33, 0.50, csp=False, block="repvgg", csp_e=None, use_dfl=False, p6=True),
+    "m6": Variant("m6", 0.60, 0.75, csp=True, block="repvgg", csp_e=2 / 3, use_dfl=True, p6=True),
+    "l6": Variant("l6", 1.00, 1.00, csp=True, block="conv_silu", csp_e=1 / 2, use_dfl=True, p6=True),
 }
 
 

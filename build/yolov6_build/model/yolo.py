@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .backbone import BLOCKS, Backbone, Neck
+from .backbone import BLOCKS, Backbone, Neck, NeckP6
 from .head import Detect
 from .layers import ConvModule, QARepVGGBlockV2, RepVGGBlock
 from .registry import HEAD_VARIANTS, get_variant
@@ -36,21 +36,21 @@ class ModelSpec:
 
 class YOLOv6(nn.Module):
     """Backbone -> neck -> head. Eval output: Tensor[B, N, 5+nc] rows (cx, cy, w, h, 1, scores...)
-    in input pixels, anchors level by level (strides 8, 16, 32), row-major within a level."""
+    in input pixels, anchors level by level (strides 8, 16, 32, and 64 for P6), row-major within a level."""
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
         variant = get_variant(spec.size)
         self.spec = spec
         self.backbone = Backbone(variant, training_mode=spec.training_mode)
-        self.neck = Neck(variant, training_mode=spec.training_mode)
-        self.detect = Detect(spec.num_classes, variant.head_channels, variant.use_dfl, spec.head)
+        self.neck = (NeckP6 if variant.p6 else Neck)(variant, training_mode=spec.training_mode)
+        self.detect = Detect(spec.num_classes, variant.head_channels, variant.use_dfl, spec.head, variant.strides)
 
     def forward(self, images: torch.Tensor, undecoded: bool = False):
         return self.detect(self.neck(self.backbone(images)), undecoded)
 
     def neck_features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """The three maps the head reads (strides 8, 16, 32)."""
+        """The maps the head reads (strides 8, 16, 32, and 64 for P6)."""
         return self.neck(self.backbone(images))
 
     @property
