@@ -82,3 +82,22 @@ def test_p6_weights_load_as_p6_at_1280(size, tmp_path):
     torch.save(model.state_dict(), tmp_path / "p6.pt")
     loaded, info = load_checkpoint(tmp_path / "p6.pt")
     assert (info.size, info.input_hw) == (size, (1280, 1280)) and loaded.detect.strides == (8, 16, 32, 64)
+
+
+@pytest.mark.parametrize("size", ["s_mbla", "l_mbla", "x_mbla"])
+def test_mbla_weights_load_as_mbla(size, tmp_path):
+    """l, l_mbla and x_mbla share a 64-channel SiLU stem; s_mbla shares s's width: the stages decide."""
+    from yolov6_build.model.checkpoint import load_checkpoint
+
+    model = build_model(ModelSpec(size, NUM_CLASSES))
+    fill(model)
+    torch.save(model.state_dict(), tmp_path / "mbla.pt")
+    loaded, info = load_checkpoint(tmp_path / "mbla.pt")
+    assert info.size == size
+    x = torch.from_numpy(reference_input())
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-6)
+        torch.save(fuse_for_deploy(model).state_dict(), tmp_path / "mbla_deploy.pt")
+        fused, info = load_checkpoint(tmp_path / "mbla_deploy.pt")
+        assert (info.size, info.deploy) == (size, True)
+        np.testing.assert_allclose(fused(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-4)

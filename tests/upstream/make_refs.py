@@ -30,6 +30,7 @@ CONFIGS = {
     "s_qa": ("configs/qarepvgg/yolov6s_qa.py", {"size": "s", "training_mode": "qarepvggv2"}),
     "m_qa": ("configs/qarepvgg/yolov6m_qa.py", {"size": "m", "training_mode": "qarepvggv2"}),
     **{f"{size}6": (f"configs/yolov6{size}6.py", {"size": f"{size}6"}) for size in "nsml"},
+    **{f"{size}_mbla": (f"configs/mbla/yolov6{size}_mbla.py", {"size": f"{size}_mbla"}) for size in "smlx"},
 }
 
 

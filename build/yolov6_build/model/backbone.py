@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import (CSPSPPF, SPPF, BepC3, BiFusion, ConvBNReLU, ConvBNSiLU, LinearAddBlock, QARepVGGBlockV2,
-                     RealVGGBlock, RepBlock, RepVGGBlock, SimCSPSPPF, SimSPPF)
+from .layers import (CSPSPPF, SPPF, BepC3, BiFusion, ConvBNReLU, ConvBNSiLU, LinearAddBlock, MBLABlock,
+                     QARepVGGBlockV2, RealVGGBlock, RepBlock, RepVGGBlock, SimCSPSPPF, SimSPPF)
 from .registry import Variant
 
 # training_mode -> the 3x3 block of backbone and neck: RepVGG branches, RepOpt's plain block, RepOpt's
@@ -31,9 +31,7 @@ class Backbone(nn.Module):
         ch, n = variant.channels, variant.repeats
 
         def stage(c_in, c_out, repeats):
-            if variant.csp:
-                return BepC3(c_out, c_out, n=repeats, e=variant.csp_e, block=block)
-            return RepBlock(c_out, c_out, n=repeats, block=block)
+            return _stage(variant, block, c_out, c_out, repeats)
 
         self.stem = block(in_channels, ch[0], 3, 2)
         self.ERBlock_2 = nn.Sequential(block(ch[0], ch[1], 3, 2), stage(ch[1], ch[1], n[1]))
@@ -54,6 +52,15 @@ class Backbone(nn.Module):
         return tuple(maps)
 
 
+def _stage(variant: Variant, block, c_in: int, c_out: int, repeats: int) -> nn.Module:
+    """A backbone or neck stage: RepBlock (n/s), BepC3 (m/l) or MBLABlock (MBLA)."""
+    if variant.mbla:
+        return MBLABlock(c_in, c_out, n=repeats, e=variant.csp_e, block=block)
+    if variant.csp:
+        return BepC3(c_in, c_out, n=repeats, e=variant.csp_e, block=block)
+    return RepBlock(c_in, c_out, n=repeats, block=block)
+
+
 def _pyramid_pool(variant: Variant, block):
     silu = block is ConvBNSiLU
     if variant.csp:
@@ -70,9 +77,7 @@ class Neck(nn.Module):
         block = _basic_block(variant, training_mode)
 
         def stage(c_in, c_out, repeats):
-            if variant.csp:
-                return BepC3(c_in, c_out, n=repeats, e=variant.csp_e, block=block)
-            return RepBlock(c_in, c_out, n=repeats, block=block)
+            return _stage(variant, block, c_in, c_out, repeats)
 
         self.reduce_layer0 = ConvBNReLU(ch[4], ch[5], 1, 1)
         self.Bifusion0 = BiFusion([ch[3], ch[2]], ch[5])
@@ -107,9 +112,7 @@ class NeckP6(nn.Module):
         block = _basic_block(variant, training_mode)
 
         def stage(c_in, c_out, repeats):
-            if variant.csp:
-                return BepC3(c_in, c_out, n=repeats, e=variant.csp_e, block=block)
-            return RepBlock(c_in, c_out, n=repeats, block=block)
+            return _stage(variant, block, c_in, c_out, repeats)
 
         self.reduce_layer0 = ConvBNReLU(ch[5], ch[6], 1, 1)
         self.Bifusion0 = BiFusion([ch[4], ch[6]], ch[6])

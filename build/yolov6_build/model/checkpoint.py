@@ -74,11 +74,29 @@ def infer_architecture(state_dict: dict) -> tuple[str, int, str, bool]:
                                                                      for k in state_dict)
     stem_channels = _stem_channels(state_dict)
     p6 = any(k.startswith("backbone.ERBlock_6.") for k in state_dict)  # the stride-64 stage
-    for name, variant in VARIANTS.items():
-        if variant.p6 == p6 and variant.channels[0] == stem_channels:
-            return name, num_classes, head, deploy
+    candidates = [name for name, variant in VARIANTS.items()
+                  if variant.p6 == p6 and variant.channels[0] == stem_channels]
+    if len(candidates) > 1:  # e.g. l, l_mbla and x_mbla share a stem: the stage layout tells them apart
+        candidates = [name for name in candidates if _keys_of(name, num_classes, head, deploy, state_dict)
+                      == {k for k in state_dict if not k.endswith("num_batches_tracked")}] or candidates[:1]
+    if candidates:
+        return candidates[0], num_classes, head, deploy
     family = "P6 " if p6 else ""
-    raise CheckpointError(f"not a YOLOv6 v3.0 {family}n/s/m/l checkpoint: stem has {stem_channels} channels")
+    raise CheckpointError(f"not a YOLOv6 v3.0 {family}n/s/m/l (or MBLA) checkpoint: stem has {stem_channels} "
+                          "channels")
+
+
+def _keys_of(size: str, num_classes: int, head: str, deploy: bool, state_dict: dict) -> set[str]:
+    """The state-dict keys a model of ``size`` has (built on the meta device: no memory, no weights)."""
+    import torch
+
+    from .yolo import ModelSpec, build_model, fuse_for_deploy
+
+    with torch.device("meta"):
+        model = build_model(ModelSpec(size, num_classes, head, infer_training_mode(state_dict)))
+        if deploy:
+            fuse_for_deploy(model)
+    return {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
 
 
 def infer_training_mode(state_dict: dict) -> str:

@@ -243,6 +243,57 @@ class BottleRep(nn.Module):
         return self.add(out, self.alpha * x) if self.shortcut else out
 
 
+class BottleRep3(nn.Module):
+    """Three basic blocks with a learnable-weight residual connection (MBLA's unit)."""
+
+    def __init__(self, in_channels, out_channels, basic_block=RepVGGBlock, weight=False):
+        super().__init__()
+        self.conv1 = basic_block(in_channels, out_channels)
+        self.conv2 = basic_block(out_channels, out_channels)
+        self.conv3 = basic_block(out_channels, out_channels)
+        self.shortcut = in_channels == out_channels
+        self.alpha = nn.Parameter(torch.ones(1)) if weight else 1.0
+        self.add = ResidualAdd()
+
+    def forward(self, x):
+        out = self.conv3(self.conv2(self.conv1(x)))
+        return self.add(out, self.alpha * x) if self.shortcut else out
+
+
+class MBLABlock(nn.Module):
+    """Multi-branch layer aggregation (the MBLA models' stage): a 1x1 conv split into 2-3 branches; all but
+    the first run a chain of BottleRep3s (the last branch ``n // 2`` of them, the middle one the largest
+    power of two below half that); every branch's input and every chain output are concatenated and mixed
+    by a 1x1 conv."""
+
+    def __init__(self, in_channels, out_channels, n=1, e=0.5, block=RepVGGBlock):
+        super().__init__()
+        n = max(n // 2, 1)
+        if n == 1:
+            chain_lengths = [0, 1]
+        else:
+            middle = 1
+            while middle * 2 < n:
+                middle *= 2
+            chain_lengths = [0, middle, n]
+        self.c = int(out_channels * e)
+        activation = nn.SiLU if block is ConvBNSiLU else nn.ReLU
+        branches = len(chain_lengths)
+        self.cv1 = ConvModule(in_channels, branches * self.c, 1, 1, activation())
+        self.cv2 = ConvModule((sum(chain_lengths) + branches) * self.c, out_channels, 1, 1, activation())
+        self.m = nn.ModuleList(nn.Sequential(*(BottleRep3(self.c, self.c, basic_block=block, weight=True)
+                                               for _ in range(length))) for length in chain_lengths[1:])
+
+    def forward(self, x):
+        branches = self.cv1(x).split(self.c, 1)
+        outputs = [branches[0]]
+        for branch, chain in zip(branches[1:], self.m):
+            outputs.append(branch)
+            for unit in chain:
+                outputs.append(unit(outputs[-1]))
+        return self.cv2(torch.cat(outputs, 1))
+
+
 class RepBlock(nn.Module):
     """A stack of ``n`` blocks (or n//2 BottleReps when ``block`` is BottleRep)."""
 

@@ -1,5 +1,5 @@
-"""YOLOv6 v3.0 variants as data (upstream configs/yolov6{n,s,m,l}.py and the P6 configs
-yolov6{n,s,m,l}6.py), plus the derived stage sizes."""
+"""YOLOv6 v3.0 variants as data (upstream configs/yolov6{n,s,m,l}.py, the P6 configs yolov6{n,s,m,l}6.py
+and configs/mbla), plus the derived stage sizes."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ STRIDES = (8, 16, 32)
 BASE_REPEATS_P6 = (1, 6, 12, 18, 6, 6, 12, 12, 12, 12, 12, 12)
 BASE_CHANNELS_P6 = (64, 128, 256, 512, 768, 1024, 512, 256, 128, 256, 512, 1024)
 STRIDES_P6 = (8, 16, 32, 64)
+# MBLA (upstream configs/mbla): the CSP layout with MBLA stages and fewer base repeats
+BASE_REPEATS_MBLA = (1, 4, 8, 8, 4, 8, 8, 8, 8)
 DFL_BINS = 16  # reg_max used by DFL heads (and the size of the always-present projection)
 HEAD_VARIANTS = ("plain", "distill")
 
@@ -32,10 +34,11 @@ class Variant:
     csp_e: float | None
     use_dfl: bool
     p6: bool = False  # a stride-64 stage and head level; upstream trains these at 1280
+    mbla: bool = False  # MBLABlock stages instead of BepC3 (csp layouts)
 
     @property
     def repeats(self) -> tuple[int, ...]:
-        base = BASE_REPEATS_P6 if self.p6 else BASE_REPEATS
+        base = BASE_REPEATS_P6 if self.p6 else BASE_REPEATS_MBLA if self.mbla else BASE_REPEATS
         return tuple(max(round(r * self.depth_multiple), 1) if r > 1 else r for r in base)
 
     @property
@@ -71,6 +74,9 @@ VARIANTS = {
     "s6": Variant("s6", 0.33, 0.50, csp=False, block="repvgg", csp_e=None, use_dfl=False, p6=True),
     "m6": Variant("m6", 0.60, 0.75, csp=True, block="repvgg", csp_e=2 / 3, use_dfl=True, p6=True),
     "l6": Variant("l6", 1.00, 1.00, csp=True, block="conv_silu", csp_e=1 / 2, use_dfl=True, p6=True),
+    **{f"{size}_mbla": Variant(f"{size}_mbla", depth, width, csp=True, block="conv_silu", csp_e=1 / 2, use_dfl=True,
+                               mbla=True)
+       for size, depth, width in (("s", 0.5, 0.5), ("m", 0.5, 0.75), ("l", 0.5, 1.0), ("x", 1.0, 1.0))},
 }
 
 
