@@ -101,3 +101,21 @@ def test_mbla_weights_load_as_mbla(size, tmp_path):
         fused, info = load_checkpoint(tmp_path / "mbla_deploy.pt")
         assert (info.size, info.deploy) == (size, True)
         np.testing.assert_allclose(fused(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_release_format_file_of_each_family_loads(name, tmp_path):
+    """The pickled module in fp16 under model/ema, as upstream releases are saved: family, size and weights
+    come back from the file alone."""
+    from tests.upstream.release_file import save_release_format
+    from yolov6_build.model.checkpoint import load_checkpoint
+
+    spec = ModelSpec(num_classes=NUM_CLASSES, **CONFIGS[name][1])
+    model = build_model(spec)
+    fill(model)
+    loaded, info = load_checkpoint(save_release_format(model, tmp_path / f"{name}.pt"))
+    assert (info.size, info.training_mode, info.source_format) == (spec.size, spec.training_mode, "release")
+    x = torch.from_numpy(reference_input())
+    with torch.no_grad():
+        expected = model.half().float()(x).numpy()  # the fp16-rounded weights the file holds
+        np.testing.assert_allclose(loaded(x).numpy(), expected, rtol=1e-4, atol=1e-3)

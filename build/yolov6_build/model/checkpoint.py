@@ -100,14 +100,15 @@ def _keys_of(size: str, num_classes: int, head: str, deploy: bool, state_dict: d
 
 
 def infer_training_mode(state_dict: dict) -> str:
-    """Which 3x3 block family the weights were trained with, from the stem's keys: RepVGG's branches each
-    carry a BatchNorm; QARepVGG's 1x1 is a bare conv under one trailing BatchNorm; RepOpt's block is one
-    conv-BN (``block.conv``), its hyper-search block a bare conv with branch scales. (QARepVGG's first
-    version differs from v2 only by a parameter-free average pool: such files load as v2.)"""
+    """Which 3x3 block family the weights were trained with: RepVGG's branches each carry a BatchNorm;
+    QARepVGG's 1x1 is a bare conv under one trailing BatchNorm (its first version differs from v2 only
+    by a parameter-free average pool: such files load as v2); RepOpt's stages are RepBlocks of one conv-BN
+    each (``block.conv``, the key a SiLU conv has too, but those sizes stack CSP stages); the hyper-search
+    block is a bare conv with branch scales."""
     stem = "backbone.stem."
     if f"{stem}rbr_1x1.weight" in state_dict or f"{stem}bn.weight" in state_dict:
         return "qarepvggv2"
-    if f"{stem}block.conv.weight" in state_dict:
+    if "backbone.ERBlock_2.1.conv1.block.conv.weight" in state_dict:
         return "repopt"
     if f"{stem}scale_conv" in state_dict:
         return "hyper_search"
