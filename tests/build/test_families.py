@@ -119,3 +119,25 @@ def test_release_format_file_of_each_family_loads(name, tmp_path):
     with torch.no_grad():
         expected = model.half().float()(x).numpy()  # the fp16-rounded weights the file holds
         np.testing.assert_allclose(loaded(x).numpy(), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_upstream_deploy_form_of_lite_with_unfolded_depthwise_blocks_loads(tmp_path):
+    """Upstream's deploy conversion folds ConvModules only: its Lite files keep each DPBlock's two BNs."""
+    from yolov6_build.model.checkpoint import load_checkpoint
+    from yolov6_build.model.layers import ConvModule
+
+    model = build_model(ModelSpec("lite_s", NUM_CLASSES))
+    fill(model)
+    x = torch.from_numpy(reference_input())
+    with torch.no_grad():
+        expected = model(x).numpy()
+        for module in model.modules():
+            if isinstance(module, ConvModule):
+                module.fuse()
+    state = model.state_dict()
+    assert any(".bn_1." in k for k in state) and not any(".block.bn." in k for k in state)
+    torch.save(state, tmp_path / "lite_deploy.pt")
+    loaded, info = load_checkpoint(tmp_path / "lite_deploy.pt")
+    assert (info.size, info.deploy) == ("lite_s", True)
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(x).numpy(), expected, rtol=1e-4, atol=1e-4)

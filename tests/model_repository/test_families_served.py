@@ -12,7 +12,7 @@ from yolov6_client import TritonDetector
 pytestmark = pytest.mark.triton
 
 
-@pytest.mark.parametrize("size, training_mode", [("n", "qarepvggv2"), ("n6", "repvgg"), ("s_mbla", "repvgg")])
+@pytest.mark.parametrize("size, training_mode", [("n", "qarepvggv2"), ("n6", "repvgg"), ("s_mbla", "repvgg"), ("lite_s", "repvgg")])
 def test_family_checkpoint_is_quantized_and_served(size, training_mode, tmp_path, images, launch_server):
     from yolov6_build.build_repo import build_repository
     from yolov6_build.export.lint import lint_qdq

@@ -31,6 +31,7 @@ CONFIGS = {
     "m_qa": ("configs/qarepvgg/yolov6m_qa.py", {"size": "m", "training_mode": "qarepvggv2"}),
     **{f"{size}6": (f"configs/yolov6{size}6.py", {"size": f"{size}6"}) for size in "nsml"},
     **{f"{size}_mbla": (f"configs/mbla/yolov6{size}_mbla.py", {"size": f"{size}_mbla"}) for size in "smlx"},
+    **{f"lite_{size}": (f"configs/yolov6_lite/yolov6_lite_{size}.py", {"size": f"lite_{size}"}) for size in "sml"},
 }
 
 
@@ -59,14 +60,15 @@ def upstream_reference(upstream: Path, config: str) -> dict:
     _shim_missing_modules()
     sys.path.insert(0, str(upstream))
     from yolov6.layers.common import RepVGGBlock
-    from yolov6.models.yolo import build_model
+    from yolov6.models import yolo, yolo_lite
     from yolov6.utils.config import Config
     from yolov6.utils.torch_utils import fuse_model
 
     cfg = Config.fromfile(str(upstream / config))
     if not hasattr(cfg, "training_mode"):
         cfg.training_mode = "repvgg"  # what upstream's tools/train.py sets
-    model = build_model(cfg, NUM_CLASSES, "cpu").eval()
+    lite = "lite" in cfg.model.type  # upstream's engine builds these with models/yolo_lite.py
+    model = (yolo_lite if lite else yolo).build_model(cfg, NUM_CLASSES, "cpu").eval()
     fill(model)
     x = torch.from_numpy(reference_input())
     with torch.no_grad():

@@ -75,10 +75,11 @@ def infer_architecture(state_dict: dict) -> tuple[str, int, str, bool]:
     stem_channels = _stem_channels(state_dict)
     p6 = any(k.startswith("backbone.ERBlock_6.") for k in state_dict)  # the stride-64 stage
     candidates = [name for name, variant in VARIANTS.items()
-                  if variant.p6 == p6 and variant.channels[0] == stem_channels]
-    if len(candidates) > 1:  # e.g. l, l_mbla and x_mbla share a stem: the stage layout tells them apart
-        candidates = [name for name in candidates if _keys_of(name, num_classes, head, deploy, state_dict)
-                      == {k for k in state_dict if not k.endswith("num_batches_tracked")}] or candidates[:1]
+                  if variant.p6 == p6 and variant.stem_channels == stem_channels]
+    if len(candidates) > 1:  # e.g. l, l_mbla and x_mbla share a stem: the stages' keys and shapes tell them apart
+        layout = {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
+        candidates = [name for name in candidates
+                      if _layout_of(name, num_classes, head, deploy, state_dict) == layout] or candidates[:1]
     if candidates:
         return candidates[0], num_classes, head, deploy
     family = "P6 " if p6 else ""
@@ -86,8 +87,8 @@ def infer_architecture(state_dict: dict) -> tuple[str, int, str, bool]:
                           "channels")
 
 
-def _keys_of(size: str, num_classes: int, head: str, deploy: bool, state_dict: dict) -> set[str]:
-    """The state-dict keys a model of ``size`` has (built on the meta device: no memory, no weights)."""
+def _layout_of(size: str, num_classes: int, head: str, deploy: bool, state_dict: dict) -> dict:
+    """The state-dict keys and shapes a model of ``size`` has (built on the meta device: no memory, no weights)."""
     import torch
 
     from .yolo import ModelSpec, build_model, fuse_for_deploy
@@ -96,7 +97,7 @@ def _keys_of(size: str, num_classes: int, head: str, deploy: bool, state_dict: d
         model = build_model(ModelSpec(size, num_classes, head, infer_training_mode(state_dict)))
         if deploy:
             fuse_for_deploy(model)
-    return {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
+    return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
 
 
 def infer_training_mode(state_dict: dict) -> str:
@@ -115,29 +116,39 @@ def infer_training_mode(state_dict: dict) -> str:
     return "repvgg"
 
 
+# (conv, BatchNorm) pairs upstream's deploy form leaves unfolded: QARepVGG keeps each block's trailing BN beside
+# its merged conv; Lite's DPBlocks keep theirs (upstream's fuse_model folds ConvModules only)
+KEPT_BATCHNORMS = (("rbr_reparam", "bn"), ("conv_dw_1", "bn_1"), ("conv_pw_1", "bn_2"))
+
+
 def fold_kept_batchnorms(state_dict: dict) -> dict:
-    """Upstream's deploy form of QARepVGG keeps each block's trailing BatchNorm beside its merged conv
-    (``rbr_reparam`` + ``bn``); this project's deploy form has it folded in. Fold it on the weights."""
+    """This project's deploy form has every BatchNorm folded: fold the ones upstream's deploy form keeps.
+    A file whose ConvModules still have their BN (``block.bn``) is a training-form file: left as it is."""
     import torch
 
+    if any(".block.bn." in k or ".rbr_dense." in k for k in state_dict):
+        return state_dict
     folded = dict(state_dict)
-    for key in [k for k in state_dict if k.endswith(".rbr_reparam.weight")]:
-        prefix = key[: -len("rbr_reparam.weight")]
-        if f"{prefix}bn.weight" not in state_dict:
-            continue
-        bn = {name: folded.pop(f"{prefix}bn.{name}").float()
-              for name in ("weight", "bias", "running_mean", "running_var")}
-        folded.pop(f"{prefix}bn.num_batches_tracked", None)
-        scale = bn["weight"] / (bn["running_var"] + BN_EPS).sqrt()
-        weight, bias = folded[key].float(), folded[f"{prefix}rbr_reparam.bias"].float()
-        folded[key] = weight * scale.reshape(-1, 1, 1, 1)
-        folded[f"{prefix}rbr_reparam.bias"] = bn["bias"] + (bias - bn["running_mean"]) * scale
+    for conv_name, bn_name in KEPT_BATCHNORMS:
+        for key in [k for k in state_dict if k.endswith(f".{conv_name}.weight")]:
+            prefix = key[: -len(f"{conv_name}.weight")]
+            if f"{prefix}{bn_name}.weight" not in state_dict:
+                continue
+            bn = {name: folded.pop(f"{prefix}{bn_name}.{name}").float()
+                  for name in ("weight", "bias", "running_mean", "running_var")}
+            folded.pop(f"{prefix}{bn_name}.num_batches_tracked", None)
+            scale = bn["weight"] / (bn["running_var"] + BN_EPS).sqrt()
+            conv_bias = folded.get(f"{prefix}{conv_name}.bias")
+            bias = conv_bias.float() if conv_bias is not None else torch.zeros_like(bn["bias"])
+            folded[key] = folded[key].float() * scale.reshape(-1, 1, 1, 1)
+            folded[f"{prefix}{conv_name}.bias"] = bn["bias"] + (bias - bn["running_mean"]) * scale
     return folded
 
 
 def _stem_channels(state_dict: dict) -> int:
     for key in ("backbone.stem.rbr_dense.conv.weight", "backbone.stem.rbr_reparam.weight",
-                "backbone.stem.block.conv.weight", "backbone.stem.conv.weight"):  # last: hyper-search
+                "backbone.stem.block.conv.weight", "backbone.stem.conv.weight",  # hyper-search
+                "backbone.conv_0.block.conv.weight"):  # Lite
         if key in state_dict:
             return int(state_dict[key].shape[0])
     raise CheckpointError("not a YOLOv6 v3.0 checkpoint: no backbone stem weights found")

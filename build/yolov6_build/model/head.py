@@ -52,7 +52,7 @@ class Detect(nn.Module):
     """
 
     def __init__(self, num_classes: int, in_channels: tuple[int, ...], use_dfl: bool, head: str = "plain",
-                 strides: tuple[int, ...] = STRIDES):
+                 strides: tuple[int, ...] = STRIDES, lite: bool = False):
         super().__init__()
         self.nc = num_classes
         self.nl = len(in_channels)
@@ -60,12 +60,19 @@ class Detect(nn.Module):
         self.use_dfl = use_dfl
         self.reg_max = DFL_BINS if use_dfl else 0
         self.head = head
-        self.proj = nn.Parameter(torch.linspace(0, DFL_BINS, DFL_BINS + 1), requires_grad=False)
-        self.proj_conv = nn.Conv2d(DFL_BINS + 1, 1, 1, bias=False)
-        self.proj_conv.weight = nn.Parameter(self.proj.detach().clone().view(1, -1, 1, 1), requires_grad=False)
-        self.stems = nn.ModuleList(ConvBNSiLU(c, c, 1, 1) for c in in_channels)
-        self.cls_convs = nn.ModuleList(ConvBNSiLU(c, c, 3, 1) for c in in_channels)
-        self.reg_convs = nn.ModuleList(ConvBNSiLU(c, c, 3, 1) for c in in_channels)
+        if not lite:  # Lite's head has no DFL projection at all
+            self.proj = nn.Parameter(torch.linspace(0, DFL_BINS, DFL_BINS + 1), requires_grad=False)
+            self.proj_conv = nn.Conv2d(DFL_BINS + 1, 1, 1, bias=False)
+            self.proj_conv.weight = nn.Parameter(self.proj.detach().clone().view(1, -1, 1, 1), requires_grad=False)
+        if lite:  # YOLOv6-Lite: depthwise 5x5 blocks throughout
+            from .lite import DPBlock
+
+            self.stems, self.cls_convs, self.reg_convs = (nn.ModuleList(DPBlock(c, c, 5, 1) for c in in_channels)
+                                                          for _ in range(3))
+        else:
+            self.stems = nn.ModuleList(ConvBNSiLU(c, c, 1, 1) for c in in_channels)
+            self.cls_convs = nn.ModuleList(ConvBNSiLU(c, c, 3, 1) for c in in_channels)
+            self.reg_convs = nn.ModuleList(ConvBNSiLU(c, c, 3, 1) for c in in_channels)
         self.cls_preds = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in in_channels)
         if head == "distill":
             self.reg_preds_dist = nn.ModuleList(nn.Conv2d(c, 4 * (DFL_BINS + 1), 1) for c in in_channels)

@@ -1,5 +1,5 @@
 """YOLOv6 v3.0 variants as data (upstream configs/yolov6{n,s,m,l}.py, the P6 configs yolov6{n,s,m,l}6.py
-and configs/mbla), plus the derived stage sizes."""
+configs/mbla and configs/yolov6_lite), plus the derived stage sizes."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ BASE_CHANNELS_P6 = (64, 128, 256, 512, 768, 1024, 512, 256, 128, 256, 512, 1024)
 STRIDES_P6 = (8, 16, 32, 64)
 # MBLA (upstream configs/mbla): the CSP layout with MBLA stages and fewer base repeats
 BASE_REPEATS_MBLA = (1, 4, 8, 8, 4, 8, 8, 8, 8)
+LITE_HEAD_CHANNELS = 96  # YOLOv6-Lite's neck and head width, whatever the multiple
+LITE_STEM_CHANNELS = 24  # and its stem's
 DFL_BINS = 16  # reg_max used by DFL heads (and the size of the always-present projection)
 HEAD_VARIANTS = ("plain", "distill")
 
@@ -35,6 +37,7 @@ class Variant:
     use_dfl: bool
     p6: bool = False  # a stride-64 stage and head level; upstream trains these at 1280
     mbla: bool = False  # MBLABlock stages instead of BepC3 (csp layouts)
+    lite: bool = False  # YOLOv6-Lite: its own backbone, neck and head (model.lite); width_multiple only
 
     @property
     def repeats(self) -> tuple[int, ...]:
@@ -47,18 +50,24 @@ class Variant:
         return tuple(math.ceil(c * self.width_multiple / 8) * 8 for c in base)
 
     @property
+    def stem_channels(self) -> int:
+        return LITE_STEM_CHANNELS if self.lite else self.channels[0]
+
+    @property
     def head_channels(self) -> tuple[int, ...]:
+        if self.lite:
+            return (LITE_HEAD_CHANNELS,) * 4
         c = self.channels
         return (c[8], c[9], c[10], c[11]) if self.p6 else (c[6], c[8], c[10])
 
     @property
     def strides(self) -> tuple[int, ...]:
-        return STRIDES_P6 if self.p6 else STRIDES
+        return STRIDES_P6 if self.p6 or self.lite else STRIDES
 
     @property
     def input_size(self) -> int:
         """The input side upstream trains and evaluates the variant at (the default here)."""
-        return 1280 if self.p6 else 640
+        return 1280 if self.p6 else 320 if self.lite else 640
 
     @property
     def reg_max(self) -> int:
@@ -77,6 +86,9 @@ VARIANTS = {
     **{f"{size}_mbla": Variant(f"{size}_mbla", depth, width, csp=True, block="conv_silu", csp_e=1 / 2, use_dfl=True,
                                mbla=True)
        for size, depth, width in (("s", 0.5, 0.5), ("m", 0.5, 0.75), ("l", 0.5, 1.0), ("x", 1.0, 1.0))},
+    **{f"lite_{size}": Variant(f"lite_{size}", 1.0, width, csp=False, block="hardswish", csp_e=None, use_dfl=False,
+                               lite=True)
+       for size, width in (("s", 0.7), ("m", 1.1), ("l", 1.5))},
 }
 
 

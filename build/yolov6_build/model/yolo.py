@@ -11,6 +11,7 @@ from ..errors import ConfigError
 from .backbone import BLOCKS, Backbone, Neck, NeckP6
 from .head import Detect
 from .layers import ConvModule, QARepVGGBlockV2, RepVGGBlock
+from .lite import DPBlock, LiteBackbone, LiteNeck
 from .registry import HEAD_VARIANTS, get_variant
 
 
@@ -42,9 +43,13 @@ class YOLOv6(nn.Module):
         super().__init__()
         variant = get_variant(spec.size)
         self.spec = spec
-        self.backbone = Backbone(variant, training_mode=spec.training_mode)
-        self.neck = (NeckP6 if variant.p6 else Neck)(variant, training_mode=spec.training_mode)
-        self.detect = Detect(spec.num_classes, variant.head_channels, variant.use_dfl, spec.head, variant.strides)
+        if variant.lite:
+            self.backbone, self.neck = LiteBackbone(variant.width_multiple), LiteNeck(variant.width_multiple)
+        else:
+            self.backbone = Backbone(variant, training_mode=spec.training_mode)
+            self.neck = (NeckP6 if variant.p6 else Neck)(variant, training_mode=spec.training_mode)
+        self.detect = Detect(spec.num_classes, variant.head_channels, variant.use_dfl, spec.head, variant.strides,
+                             lite=variant.lite)
 
     def forward(self, images: torch.Tensor, undecoded: bool = False):
         return self.detect(self.neck(self.backbone(images)), undecoded)
@@ -72,6 +77,6 @@ def fuse_for_deploy(model: YOLOv6) -> YOLOv6:
     model.eval()
     with torch.no_grad():
         for module in list(model.modules()):
-            if isinstance(module, (RepVGGBlock, QARepVGGBlockV2, ConvModule)):
+            if isinstance(module, (RepVGGBlock, QARepVGGBlockV2, DPBlock, ConvModule)):
                 module.fuse()
     return model
