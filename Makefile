@@ -21,7 +21,7 @@ SOAK_MINUTES ?= 10
 FUZZ_SECONDS ?= 600
 FUZZ_COUNT ?= 5000
 
-.PHONY: setup setup-services setup-deploy-tools test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt train-repvgg-sgd repopt-report qat-repopt bench-int8 bench-silu bench-nms \
+.PHONY: setup setup-services setup-deploy-tools test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt train-repvgg-sgd train-qarepvgg repopt-report qat-repopt bench-int8 bench-lite bench-silu bench-nms \
 	bench-serving bench-serving-ab bench-gpu-standin bench loadtest soak gpu-check fleet images image-check setup-containers fuzz fuzz-server
 
 help:  ## list targets
@@ -90,6 +90,12 @@ train-repvgg-sgd: dataset  ## RepOpt's equal-budget baseline: RepVGG blocks, the
 		--training-mode repvgg --optimizer sgd --lr 0.02 --weight-decay 5e-4 --eval-every 12 --eval-limit 100
 	$(CLI) fuse artifacts/train_repvgg_sgd/model.pt -o $(REPVGG_SGD_MODEL)
 
+QAREPVGG_MODEL ?= models/yolov6n_qarepvgg_sgd12_synthetic_320.pt
+train-qarepvgg: dataset  ## QARepVGG beside RepOpt's equal-budget pair: QARepVGG blocks, the same 12 epochs of SGD (about 25 min)
+	$(CLI) train --data $(DATASET) -o artifacts/train_qarepvgg --size n --img-size 320 --epochs 12 --batch-size 16 \
+		--training-mode qarepvggv2 --optimizer sgd --lr 0.02 --weight-decay 5e-4 --eval-every 12 --eval-limit 100
+	$(CLI) fuse artifacts/train_qarepvgg/model.pt -o $(QAREPVGG_MODEL)
+
 repopt-report: dataset  ## RepVGG- vs RepOpt-trained models (equal budget + the demo model): FP32 mAP, PTQ drop, weight statistics
 	$(CLI) repopt-report -o artifacts/reports/repopt  # models: the equal-budget pair + the demo model (see --help)
 
@@ -115,6 +121,9 @@ qat-report: dataset  ## QAT and QAT + channel-wise distillation from the PTQ dem
 
 bench-int8: build-repo  ## served CPU INT8 vs OpenVINO FP32, NNCF and ORT stock INT8: n/s at 640, demo at 320 (as served) with mAP
 	$(CLI) bench-int8 -o artifacts/reports/bench_int8 $(if $(filter $(DEMO_MODEL),$(CHECKPOINT)),--demo-repository model_repository/cpu)
+
+bench-lite: setup  ## YOLOv6-Lite s/m/l beside n at 320 (random weights): served INT8 vs OpenVINO FP32, NNCF, ORT
+	$(CLI) bench-int8 --sizes n lite_s lite_m lite_l --img-size 320 -o artifacts/reports/bench_lite
 
 bench-silu: setup  ## OpenVINO's cost of one head conv by activation form (why the CPU form writes SiLU with tanh)
 	$(CLI) bench-silu -o artifacts/reports/bench_silu

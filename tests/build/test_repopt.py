@@ -157,3 +157,19 @@ def test_branch_scales_get_their_own_learning_rate_and_no_decay():
     assert groups[-1]["lr_mult"] == 30.0 and groups[-1]["weight_decay"] == 0.0
     assert sum(len(g["params"]) for g in groups) == sum(1 for p in model.parameters() if p.requires_grad)
     assert len(_param_groups(build_model(ModelSpec("n", 8)), 5e-4)) == 2  # RepVGG: no scale group
+
+
+def test_report_tabulates_the_ptq_drop_of_every_calibrator():
+    from yolov6_build.reports.repopt import markdown
+
+    weights = {"max_over_std": 5.0, "snr_tensor_db": 30.0, "snr_channel_db": 35.0}
+
+    def model(fp32, by_calibrator):
+        return {"fp32": fp32, "ptq": by_calibrator["max"], "ptq_drop_points": round(100 * (by_calibrator["max"] - fp32), 2),
+                "ort_int8": fp32, "ort_drop_points": 0.0, "weights": weights, "ptq_by_calibrator": by_calibrator,
+                "drop_by_calibrator": {c: round(100 * (v - fp32), 2) for c, v in by_calibrator.items()}}
+
+    text = markdown({"val_images": 300, "models": {
+        "RepVGG": model(0.70, {"max": 0.69, "mse": 0.695}), "QARepVGG": model(0.70, {"max": 0.699, "mse": 0.70})}})
+    assert "| model | max | mse |" in text
+    assert "| RepVGG | -1.00 | -0.50 |" in text and "| QARepVGG | -0.10 | +0.00 |" in text

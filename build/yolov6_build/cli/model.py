@@ -109,9 +109,9 @@ def add_train(sub) -> None:
     option("workers", type=int, help="data loader processes")
     option("seed", type=int)
     option("max_iters", type=int, help="stop after this many iterations (smoke runs)")
-    option("training_mode", choices=("repvgg", "repopt", "hyper_search"),
+    option("training_mode", choices=("repvgg", "repopt", "hyper_search", "qarepvggv2"),
            help="repvgg (branches, merged at deploy); hyper_search (learn RepOpt scales); repopt (plain "
-                "blocks + RepOpt SGD, needs --scales)")
+                "blocks + RepOpt SGD, needs --scales); qarepvggv2 (QARepVGG branches, merged at deploy)")
     p.add_argument("--scales", type=Path, default=None, help="hyper-search model.pt (for --training-mode repopt)")
     option("scale_lr_mult", type=float, help="hyper_search: learning-rate multiplier of the branch scales")
     p.set_defaults(func=run_train)

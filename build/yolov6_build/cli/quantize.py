@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..model.registry import VARIANTS
 from ..quantize.ptq import CALIBRATORS, PtqConfig
 from ..quantize.qat import QatConfig
 from ..quantize.stage import QuantizeStageConfig
@@ -222,6 +223,7 @@ def run_qat(args) -> int:
 # the equal-budget pair (both 12 epochs of SGD, lr 0.02) and the longer-trained AdamW demo model
 DEFAULT_REPOPT_COMPARISON = (("RepVGG SGD 12ep", "models/yolov6n_repvgg_sgd12_synthetic_320.pt"),
                              ("RepOpt SGD 12ep", "models/yolov6n_repopt_synthetic_320.pt"),
+                             ("QARepVGG SGD 12ep", "models/yolov6n_qarepvgg_sgd12_synthetic_320.pt"),
                              ("RepVGG AdamW 22ep (demo)", str(DEMO_CHECKPOINT)))
 
 
@@ -233,7 +235,8 @@ def _labelled_path(text: str) -> tuple[str, str]:
 
 
 def add_repopt_report(sub) -> None:
-    p = sub.add_parser("repopt-report", help="RepVGG vs RepOpt model: FP32 mAP, PTQ drop, weight-range statistics")
+    p = sub.add_parser("repopt-report", help="RepVGG vs RepOpt vs QARepVGG models: FP32 mAP, PTQ drop by calibrator, "
+                       "weight-range statistics")
     p.add_argument("--model", type=_labelled_path, action="append", metavar="LABEL=CHECKPOINT",
                    help="a model to compare (repeat); default: "
                         + ", ".join(f"{label}={path}" for label, path in DEFAULT_REPOPT_COMPARISON))
@@ -256,7 +259,8 @@ def run_repopt_report(args) -> int:
 
 def add_bench_int8(sub) -> None:
     p = sub.add_parser("bench-int8", help="served CPU INT8 vs OpenVINO FP32, NNCF and ORT stock INT8 (speed, demo mAP)")
-    p.add_argument("--sizes", nargs="+", default=["n", "s"], choices=("n", "s", "m", "l"))
+    p.add_argument("--sizes", nargs="+", default=["n", "s"], choices=tuple(VARIANTS),
+                   help="random-weight models timed (Lite sizes: lite_s, lite_m, lite_l; made for 320)")
     p.add_argument("--img-size", type=image_size, default=(640, 640))
     p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     p.add_argument("--seconds", type=float, default=6.0,

@@ -3,7 +3,9 @@
 Merging RepVGG branches adds the 1x1 kernel and the identity (a BN-scaled 1 on the centre diagonal)
 into the 3x3 kernel: a few large centre weights next to many small ones. With one INT8 scale per
 tensor (or per output channel) the small ones then get few levels. RepOpt trains the single kernel
-directly, so its weights keep one distribution. The statistics per deployed conv:
+directly, so its weights keep one distribution; QARepVGG keeps branches but drops the BNs on the
+1x1 and identity ones (one BN after the sum), so the merged kernel stays narrow too. The statistics
+per deployed conv:
   - ``max_over_std``: max |w| / std(w), how far the extreme weights stand out;
   - ``snr_tensor_db`` / ``snr_channel_db``: SNR of the weights after symmetric INT8 rounding with
     one scale per tensor / per output channel (TensorRT uses per channel).
@@ -18,6 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from ..quantize.ptq import CALIBRATORS
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +55,9 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def repopt_report(checkpoints: dict[str, Path], val_annotations: Path, calib_source: Path, out_dir: Path,
-                  calib_images: int = 128, val_limit: int | None = None) -> dict:
-    """``checkpoints``: {label: path}; same val set, calibration and evaluator for each."""
+                  calib_images: int = 128, val_limit: int | None = None, calibrators=CALIBRATORS) -> dict:
+    """``checkpoints``: {label: path}; same val set, calibration and evaluator for each. PTQ runs with each
+    of ``calibrators`` (max first: the bundle's default, and the weight statistics' reference)."""
     from ..data import CocoDataset
     from ..evaluate import EvalSettings, evaluate, map_evaluator, onnx_runner
     from ..export.onnx import export_onnx
@@ -72,18 +77,22 @@ def repopt_report(checkpoints: dict[str, Path], val_annotations: Path, calib_sou
         hw = tuple(info.input_hw)
         torch_map = map_evaluator(val, hw, val_limit)
         batches = load_batches(calib_source, hw, calib_images, 16, progress=False)
-        ptq = quantize_ptq(model, batches, PtqConfig("max"), progress=False)
-        merge_scales(ptq, hw)
+        by_calibrator = {}
+        for calibrator in calibrators:
+            ptq = quantize_ptq(model, batches, PtqConfig(calibrator), progress=False)
+            merge_scales(ptq, hw)
+            by_calibrator[calibrator] = torch_map(ptq)
         slug = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
         fp32_onnx = export_onnx(model, out / f"{slug}_fp32.onnx", hw, topk=1000)
         ort_int8 = quantize_for_ort(fp32_onnx, out / f"{slug}_int8_ort.onnx", batches, [], "max")
         rows = weight_stats(model)
         entry = {"checkpoint": str(checkpoint), "training_mode": info.training_mode, "fp32": torch_map(model),
-                 "ptq": torch_map(ptq),
+                 "ptq": by_calibrator[calibrators[0]], "ptq_by_calibrator": by_calibrator,
                  "ort_int8": evaluate(onnx_runner(ort_int8), val, hw, EvalSettings(limit=val_limit),
                                       progress=False)["map50_95"],
                  "weights": _summary(rows), "layers": rows}
         entry["ptq_drop_points"] = round(100 * (entry["ptq"] - entry["fp32"]), 2)
+        entry["drop_by_calibrator"] = {c: round(100 * (v - entry["fp32"]), 2) for c, v in by_calibrator.items()}
         entry["ort_drop_points"] = round(100 * (entry["ort_int8"] - entry["fp32"]), 2)
         report["models"][label] = entry
         log.info("%s: %s", label, {k: v for k, v in entry.items() if k != "layers"})
@@ -95,7 +104,7 @@ def repopt_report(checkpoints: dict[str, Path], val_annotations: Path, calib_sou
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# RepVGG vs RepOpt training ({report['val_images']} val images, mAP@0.5:0.95)", "",
+    lines = [f"# RepVGG, RepOpt and QARepVGG training ({report['val_images']} val images, mAP@0.5:0.95)", "",
              "| model | FP32 | PTQ (max, merged) | drop | ORT INT8 | drop | median max/std | median INT8 SNR "
              "per tensor | per channel |", "|---|---|---|---|---|---|---|---|---|"]
     for label, m in report["models"].items():
@@ -103,6 +112,12 @@ def markdown(report: dict) -> str:
         lines.append(f"| {label} | {m['fp32']:.4f} | {m['ptq']:.4f} | {m['ptq_drop_points']:+.2f} | "
                      f"{m['ort_int8']:.4f} | {m['ort_drop_points']:+.2f} | {w['max_over_std']} | "
                      f"{w['snr_tensor_db']} dB | {w['snr_channel_db']} dB |")
+    calibrators = list(next(iter(report["models"].values())).get("ptq_by_calibrator", {}))
+    if calibrators:
+        lines += ["", "PTQ drop by calibrator (points of mAP, merged scales):", "",
+                  "| model | " + " | ".join(calibrators) + " |", "|---" * (len(calibrators) + 1) + "|"]
+        lines += [f"| {label} | " + " | ".join(f"{m['drop_by_calibrator'][c]:+.2f}" for c in calibrators) + " |"
+                  for label, m in report["models"].items()]
     return "\n".join(lines) + "\n"
 
 
