@@ -29,9 +29,7 @@ class Backbone(nn.Module):
         super().__init__()
         block = _basic_block(variant, training_mode)
         ch, n = variant.channels, variant.repeats
-
-        def stage(c_in, c_out, repeats):
-            return _stage(variant, block, c_out, c_out, repeats)
+        stage = _stage_builder(variant, training_mode)
 
         self.stem = block(in_channels, ch[0], 3, 2)
         self.ERBlock_2 = nn.Sequential(block(ch[0], ch[1], 3, 2), stage(ch[1], ch[1], n[1]))
@@ -52,13 +50,18 @@ class Backbone(nn.Module):
         return tuple(maps)
 
 
-def _stage(variant: Variant, block, c_in: int, c_out: int, repeats: int) -> nn.Module:
-    """A backbone or neck stage: RepBlock (n/s), BepC3 (m/l) or MBLABlock (MBLA)."""
-    if variant.mbla:
-        return MBLABlock(c_in, c_out, n=repeats, e=variant.csp_e, block=block)
-    if variant.csp:
-        return BepC3(c_in, c_out, n=repeats, e=variant.csp_e, block=block)
-    return RepBlock(c_in, c_out, n=repeats, block=block)
+def _stage_builder(variant: Variant, training_mode: str):
+    """``stage(c_in, c_out, repeats)``: a backbone or neck stage, RepBlock (n/s), BepC3 (m/l) or MBLABlock (MBLA)."""
+    block = _basic_block(variant, training_mode)
+
+    def stage(c_in: int, c_out: int, repeats: int) -> nn.Module:
+        if variant.mbla:
+            return MBLABlock(c_in, c_out, n=repeats, e=variant.csp_e, block=block)
+        if variant.csp:
+            return BepC3(c_in, c_out, n=repeats, e=variant.csp_e, block=block)
+        return RepBlock(c_in, c_out, n=repeats, block=block)
+
+    return stage
 
 
 def _pyramid_pool(variant: Variant, block):
@@ -74,10 +77,7 @@ class Neck(nn.Module):
     def __init__(self, variant: Variant, training_mode: str = "repvgg"):
         super().__init__()
         ch, n = variant.channels, variant.repeats
-        block = _basic_block(variant, training_mode)
-
-        def stage(c_in, c_out, repeats):
-            return _stage(variant, block, c_in, c_out, repeats)
+        stage = _stage_builder(variant, training_mode)
 
         self.reduce_layer0 = ConvBNReLU(ch[4], ch[5], 1, 1)
         self.Bifusion0 = BiFusion([ch[3], ch[2]], ch[5])
@@ -109,10 +109,7 @@ class NeckP6(nn.Module):
     def __init__(self, variant: Variant, training_mode: str = "repvgg"):
         super().__init__()
         ch, n = variant.channels, variant.repeats
-        block = _basic_block(variant, training_mode)
-
-        def stage(c_in, c_out, repeats):
-            return _stage(variant, block, c_in, c_out, repeats)
+        stage = _stage_builder(variant, training_mode)
 
         self.reduce_layer0 = ConvBNReLU(ch[5], ch[6], 1, 1)
         self.Bifusion0 = BiFusion([ch[4], ch[6]], ch[6])

@@ -26,6 +26,14 @@ def fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d)
     return weight * scale.reshape(-1, 1, 1, 1), bn.bias + (conv_bias - bn.running_mean) * scale
 
 
+def merged_conv(kernel: torch.Tensor, bias: torch.Tensor, stride: int) -> nn.Conv2d:
+    """The 3x3 conv (padding 1) holding a re-parameterised block's merged kernel and bias."""
+    conv = nn.Conv2d(kernel.shape[1], kernel.shape[0], 3, stride, 1, bias=True)
+    conv.weight.data.copy_(kernel.detach())
+    conv.bias.data.copy_(bias.detach())
+    return conv
+
+
 class ConvModule(nn.Module):
     """Conv2d (no bias) + BatchNorm + optional activation; after ``fuse()`` a biased conv + activation."""
 
@@ -120,10 +128,7 @@ class RepVGGBlock(nn.Module):
     def fuse(self) -> None:
         if self.rbr_reparam is not None:
             return
-        kernel, bias = self.equivalent_kernel_bias()
-        self.rbr_reparam = nn.Conv2d(self.in_channels, self.out_channels, 3, self.stride, 1, bias=True)
-        self.rbr_reparam.weight.data.copy_(kernel.detach())
-        self.rbr_reparam.bias.data.copy_(bias.detach())
+        self.rbr_reparam = merged_conv(*self.equivalent_kernel_bias(), self.stride)
         self.rbr_dense = self.rbr_1x1 = self.rbr_identity = None
 
 
@@ -175,10 +180,7 @@ class QARepVGGBlockV2(nn.Module):
     def fuse(self) -> None:
         if self.rbr_reparam is not None:
             return
-        kernel, bias = self.equivalent_kernel_bias()
-        self.rbr_reparam = nn.Conv2d(self.in_channels, self.out_channels, 3, self.stride, 1, bias=True)
-        self.rbr_reparam.weight.data.copy_(kernel.detach())
-        self.rbr_reparam.bias.data.copy_(bias.detach())
+        self.rbr_reparam = merged_conv(*self.equivalent_kernel_bias(), self.stride)
         self.rbr_dense = self.rbr_1x1 = self.rbr_identity = self.rbr_avg = self.bn = None
 
 
