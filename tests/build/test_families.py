@@ -13,6 +13,13 @@ from tests.upstream.weights import fill
 from yolov6_build.model.yolo import ModelSpec, build_model, fuse_for_deploy
 
 
+def _filled_model(size: str, training_mode: str = "repvgg"):
+    """A model of ``size`` in eval mode with the key-derived weights the references use."""
+    model = build_model(ModelSpec(size, NUM_CLASSES, training_mode=training_mode))
+    fill(model)
+    return model.eval()
+
+
 def _reference(name):
     ref = np.load(REFS / f"{name}.npz")
     return ref["output_eager"], ref["output_fused"], json.loads(str(ref["meta"]))
@@ -21,8 +28,7 @@ def _reference(name):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_family_matches_upstream_unfused_and_fused(name):
     eager, fused, meta = _reference(name)
-    model = build_model(ModelSpec(num_classes=NUM_CLASSES, **CONFIGS[name][1]))
-    fill(model)
+    model = _filled_model(**CONFIGS[name][1])
     assert sorted([k, list(v.shape)] for k, v in model.state_dict().items()) == sorted(meta["train_keys"])
     x = torch.from_numpy(reference_input())
     with torch.no_grad():
@@ -31,17 +37,11 @@ def test_family_matches_upstream_unfused_and_fused(name):
         np.testing.assert_allclose(model(x).numpy(), fused, rtol=1e-4, atol=1e-4)
 
 
-def _qarepvgg_model(size="n"):
-    model = build_model(ModelSpec(size, NUM_CLASSES, training_mode="qarepvggv2"))
-    fill(model)
-    return model.eval()
-
-
 def test_qarepvgg_weights_load_as_qarepvgg_and_compute_the_same(tmp_path):
     """A plain state dict (no metadata): the block family is read from the weights."""
     from yolov6_build.model.checkpoint import load_checkpoint
 
-    model = _qarepvgg_model()
+    model = _filled_model("n", "qarepvggv2")
     torch.save({"model": model.state_dict()}, tmp_path / "qa.pt")
     loaded, info = load_checkpoint(tmp_path / "qa.pt")
     assert info.training_mode == "qarepvggv2" and info.size == "n" and not info.deploy
@@ -55,7 +55,7 @@ def test_upstream_deploy_form_with_kept_batchnorms_loads(tmp_path):
     from yolov6_build.model.checkpoint import load_checkpoint
     from yolov6_build.model.layers import QARepVGGBlockV2
 
-    model = _qarepvgg_model()
+    model = _filled_model("n", "qarepvggv2")
     x = torch.from_numpy(reference_input())
     with torch.no_grad():
         expected = model(x).numpy()
@@ -77,8 +77,7 @@ def test_p6_weights_load_as_p6_at_1280(size, tmp_path):
     """n6 shares n's stem width: the stride-64 stage tells them apart. Upstream runs P6 models at 1280."""
     from yolov6_build.model.checkpoint import load_checkpoint
 
-    model = build_model(ModelSpec(size, NUM_CLASSES))
-    fill(model)
+    model = _filled_model(size)
     torch.save(model.state_dict(), tmp_path / "p6.pt")
     loaded, info = load_checkpoint(tmp_path / "p6.pt")
     assert (info.size, info.input_hw) == (size, (1280, 1280)) and loaded.detect.strides == (8, 16, 32, 64)
@@ -89,8 +88,7 @@ def test_mbla_weights_load_as_mbla(size, tmp_path):
     """l, l_mbla and x_mbla share a 64-channel SiLU stem; s_mbla shares s's width: the stages decide."""
     from yolov6_build.model.checkpoint import load_checkpoint
 
-    model = build_model(ModelSpec(size, NUM_CLASSES))
-    fill(model)
+    model = _filled_model(size)
     torch.save(model.state_dict(), tmp_path / "mbla.pt")
     loaded, info = load_checkpoint(tmp_path / "mbla.pt")
     assert info.size == size
@@ -111,8 +109,7 @@ def test_release_format_file_of_each_family_loads(name, tmp_path):
     from yolov6_build.model.checkpoint import load_checkpoint
 
     spec = ModelSpec(num_classes=NUM_CLASSES, **CONFIGS[name][1])
-    model = build_model(spec)
-    fill(model)
+    model = _filled_model(spec.size, spec.training_mode)
     loaded, info = load_checkpoint(save_release_format(model, tmp_path / f"{name}.pt"))
     assert (info.size, info.training_mode, info.source_format) == (spec.size, spec.training_mode, "release")
     x = torch.from_numpy(reference_input())
@@ -126,8 +123,7 @@ def test_upstream_deploy_form_of_lite_with_unfolded_depthwise_blocks_loads(tmp_p
     from yolov6_build.model.checkpoint import load_checkpoint
     from yolov6_build.model.layers import ConvModule
 
-    model = build_model(ModelSpec("lite_s", NUM_CLASSES))
-    fill(model)
+    model = _filled_model("lite_s")
     x = torch.from_numpy(reference_input())
     with torch.no_grad():
         expected = model(x).numpy()

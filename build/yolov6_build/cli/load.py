@@ -143,7 +143,8 @@ def add_gpu_check(sub) -> None:
     p.add_argument("--calib", type=Path, default=CALIB_DIR)
     p.add_argument("--annotations", type=Path, default=VAL_ANNOTATIONS)
     p.add_argument("--limit", type=int, default=300, help="val images scored through the server and offline")
-    p.add_argument("--preflight-only", action="store_true", help="only check the GPU, its driver, docker compose and the versions inside both images")
+    p.add_argument("--preflight-only", action="store_true",
+                   help="only check the GPU, its driver, docker compose and the versions inside both images")
     p.add_argument("-o", "--output", type=Path, default=Path("artifacts/reports/gpu_check"))
     p.set_defaults(func=run_gpu_check)
 

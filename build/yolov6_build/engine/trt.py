@@ -243,7 +243,8 @@ def compare_engines(plan: EnginePlan, out_dir: str | Path, seconds: int = 10) ->
     cfg = plan.config
     plans = {"int8": build_engine(plan.onnx, plan.plan, cfg),
              "fp16": build_engine(plan.fp16_baseline_onnx, out / "fp16.plan", replace(cfg, precision="fp16")),
-             OPT_AT_MAX: build_engine(plan.onnx, out / "int8_opt_max.plan", replace(cfg, opt_batch_size=cfg.max_batch_size))}
+             OPT_AT_MAX: build_engine(plan.onnx, out / "int8_opt_max.plan",
+                                      replace(cfg, opt_batch_size=cfg.max_batch_size))}
     report: dict = {"input_hw": list(cfg.input_hw), "opt_batch_size": cfg.opt_batch_size, "gpu": gpu_name(),
                     "tensorrt": require("tensorrt").__version__, "engines": {}}
     for name, path in plans.items():

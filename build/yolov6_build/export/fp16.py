@@ -31,9 +31,10 @@ SHAPE_OPS = ("Shape", "Size")
 FLOAT32_ONLY_INPUTS = {"Resize": (1, 2)}
 
 
-def fp16_compute_nodes(model) -> set[int]:
+def fp16_compute_nodes(model, float_tensors: set[str] | None = None) -> set[int]:
     """Indices of the nodes that compute in FP16: the convolutions and every node upstream of one,
-    except nodes that produce no float tensor (shape arithmetic) and Constants (their values are copied)."""
+    except nodes that produce no float tensor (shape arithmetic) and Constants (their values are copied).
+    ``float_tensors``: ``_float_tensors(model)`` when the caller has it already (it runs shape inference)."""
     graph = model.graph
     producer = {out: i for i, node in enumerate(graph.node) for out in node.output}
     region: set[int] = set()
@@ -45,7 +46,7 @@ def fp16_compute_nodes(model) -> set[int]:
         region.add(index)
         pending.extend(producer[name] for name in graph.node[index].input
                        if name in producer and graph.node[producer[name]].op_type != "Constant")
-    float_tensors = _float_tensors(model)
+    float_tensors = _float_tensors(model) if float_tensors is None else float_tensors
     return {i for i in region if graph.node[i].op_type in QDQ_OPS
             or any(out in float_tensors for out in graph.node[i].output)}
 
@@ -73,8 +74,8 @@ def to_fp16_compute(model):
     else:
         model = _clone(model)
     graph = model.graph
-    region = fp16_compute_nodes(model)
     floats = _float_tensors(model)
+    region = fp16_compute_nodes(model, floats)
     borders = _Borders(graph, {out for i in region for out in graph.node[i].output if out in floats})
     for index in region:
         _cast_to_half(graph.node[index])

@@ -101,7 +101,6 @@ class Neck(nn.Module):
         return [pan_out2, pan_out1, pan_out0]
 
 
-
 class NeckP6(nn.Module):
     """The P6 neck (upstream's RepBiFPANNeck6 / CSPRepBiFPANNeck_P6): three top-down fusions, three bottom-up
     steps. Input (P2..P6); output the stride 8/16/32/64 maps for the head."""

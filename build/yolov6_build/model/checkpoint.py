@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from pathlib import Path
 
 from ..errors import CheckpointError
-from .layers import BN_EPS
+from .layers import BN_EPS, fold_bn
 from .registry import VARIANTS
 from .safe_pickle import PickledModule, load_torch_zip, module_state_dict
 
@@ -124,24 +125,20 @@ KEPT_BATCHNORMS = (("rbr_reparam", "bn"), ("conv_dw_1", "bn_1"), ("conv_pw_1", "
 def fold_kept_batchnorms(state_dict: dict) -> dict:
     """This project's deploy form has every BatchNorm folded: fold the ones upstream's deploy form keeps.
     A file whose ConvModules still have their BN (``block.bn``) is a training-form file: left as it is."""
-    import torch
-
     if any(".block.bn." in k or ".rbr_dense." in k for k in state_dict):
         return state_dict
     folded = dict(state_dict)
     for conv_name, bn_name in KEPT_BATCHNORMS:
         for key in [k for k in state_dict if k.endswith(f".{conv_name}.weight")]:
-            prefix = key[: -len(f"{conv_name}.weight")]
-            if f"{prefix}{bn_name}.weight" not in state_dict:
+            conv, bn = key[: -len("weight")], f"{key[: -len(f'{conv_name}.weight')]}{bn_name}."
+            if f"{bn}weight" not in state_dict:
                 continue
-            bn = {name: folded.pop(f"{prefix}{bn_name}.{name}").float()
-                  for name in ("weight", "bias", "running_mean", "running_var")}
-            folded.pop(f"{prefix}{bn_name}.num_batches_tracked", None)
-            scale = bn["weight"] / (bn["running_var"] + BN_EPS).sqrt()
-            conv_bias = folded.get(f"{prefix}{conv_name}.bias")
-            bias = conv_bias.float() if conv_bias is not None else torch.zeros_like(bn["bias"])
-            folded[key] = folded[key].float() * scale.reshape(-1, 1, 1, 1)
-            folded[f"{prefix}{conv_name}.bias"] = bn["bias"] + (bias - bn["running_mean"]) * scale
+            statistics = SimpleNamespace(eps=BN_EPS, **{name: folded.pop(f"{bn}{name}").float()
+                                                        for name in ("weight", "bias", "running_mean", "running_var")})
+            folded.pop(f"{bn}num_batches_tracked", None)
+            bias = folded.get(f"{conv}bias")
+            folded[key], folded[f"{conv}bias"] = fold_bn(folded[key].float(), None if bias is None else bias.float(),
+                                                         statistics)
     return folded
 
 

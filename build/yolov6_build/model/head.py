@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import ConvBNSiLU
+from .lite import DPBlock
 from .registry import DFL_BINS, STRIDES
 
 GRID_CELL_OFFSET = 0.5
@@ -60,16 +61,13 @@ class Detect(nn.Module):
         self.use_dfl = use_dfl
         self.reg_max = DFL_BINS if use_dfl else 0
         self.head = head
-        if not lite:  # Lite's head has no DFL projection at all
-            self.proj = nn.Parameter(torch.linspace(0, DFL_BINS, DFL_BINS + 1), requires_grad=False)
-            self.proj_conv = nn.Conv2d(DFL_BINS + 1, 1, 1, bias=False)
-            self.proj_conv.weight = nn.Parameter(self.proj.detach().clone().view(1, -1, 1, 1), requires_grad=False)
-        if lite:  # YOLOv6-Lite: depthwise 5x5 blocks throughout
-            from .lite import DPBlock
-
+        if lite:  # YOLOv6-Lite: depthwise 5x5 blocks throughout, and no DFL projection at all
             self.stems, self.cls_convs, self.reg_convs = (nn.ModuleList(DPBlock(c, c, 5, 1) for c in in_channels)
                                                           for _ in range(3))
         else:
+            self.proj = nn.Parameter(torch.linspace(0, DFL_BINS, DFL_BINS + 1), requires_grad=False)
+            self.proj_conv = nn.Conv2d(DFL_BINS + 1, 1, 1, bias=False)
+            self.proj_conv.weight = nn.Parameter(self.proj.detach().clone().view(1, -1, 1, 1), requires_grad=False)
             self.stems = nn.ModuleList(ConvBNSiLU(c, c, 1, 1) for c in in_channels)
             self.cls_convs = nn.ModuleList(ConvBNSiLU(c, c, 3, 1) for c in in_channels)
             self.reg_convs = nn.ModuleList(ConvBNSiLU(c, c, 3, 1) for c in in_channels)

@@ -19,7 +19,8 @@ def batch_norm(channels: int) -> nn.BatchNorm2d:
 
 
 def fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (weight, bias) of a conv equivalent to conv followed by ``bn`` (eval statistics)."""
+    """Return (weight, bias) of a conv equivalent to conv followed by ``bn`` (eval statistics; anything with
+    its weight, bias, running_mean, running_var and eps)."""
     std = (bn.running_var + bn.eps).sqrt()
     scale = bn.weight / std
     conv_bias = bias if bias is not None else torch.zeros_like(bn.running_mean)
@@ -84,28 +85,54 @@ class ConvBNSiLU(_ConvAct):
     activation_cls = nn.SiLU
 
 
-class RepVGGBlock(nn.Module):
-    """3x3 conv-BN + 1x1 conv-BN (+ identity BN) summed, then ReLU; ``fuse()`` makes one 3x3 conv."""
+class ReparamBlock(nn.Module):
+    """What the RepVGG-family blocks share: a 3x3 geometry, ReLU after an identity SE, and a deploy form of
+    one merged 3x3 conv (``fuse()`` builds it from ``equivalent_kernel_bias`` and drops ``branch_names``).
+    Subclasses compute their training-time sum in ``branches``."""
+
+    branch_names: tuple[str, ...] = ()
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1):
         super().__init__()
         if kernel_size != 3 or padding != 1:
-            raise ValueError("RepVGGBlock supports kernel_size=3, padding=1 only")
+            raise ValueError(f"{type(self).__name__} supports kernel_size=3, padding=1 only")
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
         self.nonlinearity = nn.ReLU()
         self.se = nn.Identity()
-        self.rbr_identity = batch_norm(in_channels) if in_channels == out_channels and stride == 1 else None
-        self.rbr_dense = ConvModule(in_channels, out_channels, 3, stride, padding=1)
-        self.rbr_1x1 = ConvModule(in_channels, out_channels, 1, stride, padding=0)
         self.rbr_reparam = None
 
     def forward(self, x):
-        if self.rbr_reparam is not None:
-            return self.nonlinearity(self.se(self.rbr_reparam(x)))
-        out = self.rbr_dense(x) + self.rbr_1x1(x)
-        if self.rbr_identity is not None:
-            out = out + self.rbr_identity(x)
+        out = self.rbr_reparam(x) if self.rbr_reparam is not None else self.branches(x)
         return self.nonlinearity(self.se(out))
+
+    def branches(self, x):
+        raise NotImplementedError
+
+    def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def fuse(self) -> None:
+        if self.rbr_reparam is not None:
+            return
+        self.rbr_reparam = merged_conv(*self.equivalent_kernel_bias(), self.stride)
+        for name in self.branch_names:
+            setattr(self, name, None)
+
+
+class RepVGGBlock(ReparamBlock):
+    """3x3 conv-BN + 1x1 conv-BN (+ identity BN) summed, then ReLU; ``fuse()`` makes one 3x3 conv."""
+
+    branch_names = ("rbr_dense", "rbr_1x1", "rbr_identity")
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding)
+        self.rbr_identity = batch_norm(in_channels) if in_channels == out_channels and stride == 1 else None
+        self.rbr_dense = ConvModule(in_channels, out_channels, 3, stride, padding=1)
+        self.rbr_1x1 = ConvModule(in_channels, out_channels, 1, stride, padding=0)
+
+    def branches(self, x):
+        out = self.rbr_dense(x) + self.rbr_1x1(x)
+        return out + self.rbr_identity(x) if self.rbr_identity is not None else out
 
     def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The single 3x3 kernel and bias that equal the three branches in eval mode."""
@@ -125,42 +152,30 @@ class RepVGGBlock(nn.Module):
             return module.conv.weight, module.conv.bias
         return fold_bn(module.conv.weight, module.conv.bias, module.bn)
 
-    def fuse(self) -> None:
-        if self.rbr_reparam is not None:
-            return
-        self.rbr_reparam = merged_conv(*self.equivalent_kernel_bias(), self.stride)
-        self.rbr_dense = self.rbr_1x1 = self.rbr_identity = None
 
-
-class QARepVGGBlockV2(nn.Module):
+class QARepVGGBlockV2(ReparamBlock):
     """Quantization-aware RepVGG (upstream's ``qarepvggv2``): a 3x3 conv-BN, a bare 1x1 conv, and where shapes
     allow the identity and a 3x3 average pool, summed, then one BatchNorm and ReLU. The branches carry no
     BatchNorm of their own except the 3x3 one, so the merged kernel's weight distribution stays narrow
     enough for INT8. ``fuse()`` makes one 3x3 conv (upstream keeps the trailing BN beside its merged conv;
     here it is folded in too: the same function)."""
 
+    branch_names = ("rbr_dense", "rbr_1x1", "rbr_identity", "rbr_avg", "bn")
+
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1):
-        super().__init__()
-        if kernel_size != 3 or padding != 1:
-            raise ValueError("QARepVGGBlockV2 supports kernel_size=3, padding=1 only")
-        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
-        self.nonlinearity = nn.ReLU()
-        self.se = nn.Identity()
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding)
         has_identity = in_channels == out_channels and stride == 1
         self.rbr_identity = nn.Identity() if has_identity else None
         self.rbr_dense = ConvModule(in_channels, out_channels, 3, stride, padding=1)
         self.rbr_1x1 = nn.Conv2d(in_channels, out_channels, 1, stride, 0, bias=False)
         self.bn = batch_norm(out_channels)
         self.rbr_avg = nn.AvgPool2d(3, stride, padding=1) if has_identity else None
-        self.rbr_reparam = None
 
-    def forward(self, x):
-        if self.rbr_reparam is not None:
-            return self.nonlinearity(self.se(self.rbr_reparam(x)))
+    def branches(self, x):
         out = self.rbr_dense(x) + self.rbr_1x1(x)
         if self.rbr_identity is not None:
             out = out + x + self.rbr_avg(x)
-        return self.nonlinearity(self.se(self.bn(out)))
+        return self.bn(out)
 
     def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         return fold_bn(*self.merged_branches(), self.bn)
@@ -176,12 +191,6 @@ class QARepVGGBlockV2(nn.Module):
             extra[channels, channels, 1, 1] += 1.0  # the identity
             kernel = kernel + extra
         return kernel, bias
-
-    def fuse(self) -> None:
-        if self.rbr_reparam is not None:
-            return
-        self.rbr_reparam = merged_conv(*self.equivalent_kernel_bias(), self.stride)
-        self.rbr_dense = self.rbr_1x1 = self.rbr_identity = self.rbr_avg = self.bn = None
 
 
 class RealVGGBlock(_ConvAct):

@@ -206,4 +206,3 @@ class LiteNeck(nn.Module):
         pan_out2 = self.Csp_n3(torch.cat([self.downsample2(pan_out3), f_out1], 1))
         pan_out1 = self.Csp_n4(torch.cat([self.downsample1(pan_out2), fpn_out0], 1))
         return [pan_out3, pan_out2, pan_out1, self.p6_add(self.p6_conv_1(fpn_out0), self.p6_conv_2(pan_out1))]
-

@@ -10,7 +10,7 @@ from torch import nn
 from ..errors import ConfigError
 from .backbone import BLOCKS, Backbone, Neck, NeckP6
 from .head import Detect
-from .layers import ConvModule, QARepVGGBlockV2, RepVGGBlock
+from .layers import ConvModule, ReparamBlock
 from .lite import DPBlock, LiteBackbone, LiteNeck
 from .registry import HEAD_VARIANTS, get_variant
 
@@ -77,6 +77,6 @@ def fuse_for_deploy(model: YOLOv6) -> YOLOv6:
     model.eval()
     with torch.no_grad():
         for module in list(model.modules()):
-            if isinstance(module, (RepVGGBlock, QARepVGGBlockV2, DPBlock, ConvModule)):
+            if isinstance(module, (ReparamBlock, DPBlock, ConvModule)):
                 module.fuse()
     return model
