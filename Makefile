@@ -15,7 +15,7 @@ DATASET := artifacts/datasets/synthetic
 CALIB ?= $(DATASET)/calib
 # labelled images for QAT in build-repo: the demo model's own training set; empty (PTQ only) for other checkpoints
 QAT ?= $(if $(filter $(DEMO_MODEL),$(CHECKPOINT)),$(DATASET)/annotations/instances_train.json,)
-# layers build-repo keeps float, by module name (partial PTQ; README, "INT8 on the CPU": the head's 3x3 convs, +0.4 mAP)
+# layers build-repo keeps float, by module name (partial PTQ; docs/benchmarks.md: the head's 3x3 convs, +0.4 mAP)
 EXCLUDE ?=
 SOAK_MINUTES ?= 10
 FUZZ_SECONDS ?= 600
@@ -24,8 +24,8 @@ FUZZ_COUNT ?= 5000
 .PHONY: setup setup-services setup-deploy-tools test clean help demo build-repo serve dataset train-demo eval-demo eval-server quant-report scale-report qat-report train-repopt train-repvgg-sgd train-qarepvgg repopt-report qat-repopt bench-int8 bench-lite bench-silu bench-nms \
 	bench-serving bench-serving-ab bench-gpu-standin bench loadtest soak gpu-check fleet images image-check setup-containers fuzz fuzz-server
 
-help:  ## list targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+help:  ## list the targets, one line each (the comment after each target in this Makefile)
+	@awk -F':.*## ' '/^[a-z0-9-]+:.*## /{printf "  %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: $(VENV)/.installed  ## create .venv with pinned dependencies (CPU torch)
 
@@ -62,7 +62,7 @@ build-repo: dataset  ## INT8 model_repository/$(FLAVOUR) from $(CHECKPOINT): PTQ
 	$(CLI) build-repo $(CHECKPOINT) --flavour $(FLAVOUR) --calib $(CALIB) $(if $(QAT),--qat $(QAT)) $(if $(EXCLUDE),--exclude $(EXCLUDE))
 
 serve: setup  ## serve model_repository/cpu on 127.0.0.1 (8000 http, 8001 grpc, 8002 metrics) until Ctrl-C; builds it first if needed
-	@if [ "$(FLAVOUR)" = gpu ]; then echo "the gpu repository is served by the Triton container: see README, 'The GPU flavour'"; exit 2; fi
+	@if [ "$(FLAVOUR)" = gpu ]; then echo "the gpu repository is served by the Triton container: see docs/gpu.md"; exit 2; fi
 	test -f model_repository/cpu/yolov6_detector/1/model.onnx || $(MAKE) build-repo FLAVOUR=cpu
 	$(CLI) serve model_repository/cpu
 
@@ -168,7 +168,7 @@ FLEET_REPLICAS ?= 3
 fleet: build-repo setup-services  ## FLEET_REPLICAS (default 3) embedded replicas behind HAProxy: req/s per N, a replica stopped mid-run (about 8 min)
 	$(CLI) fleet model_repository/cpu --replicas $(FLEET_REPLICAS)
 
-# Images for a cluster (README, "Scaling out"): the server image of FLAVOUR and the repository image on top
+# Images for a cluster (docs/scaling-out.md): the server image of FLAVOUR and the repository image on top
 # of it, named $(REGISTRY)/yolov6-int8/<name>:$(IMAGE_TAG). BUILD_OPTS go to every build.
 CONTAINER_ENGINE ?= docker
 REGISTRY ?= localhost
@@ -188,7 +188,7 @@ images:  ## FLAVOUR's images for REGISTRY (server + model repository, after buil
 	$(CONTAINER_ENGINE) build $(BUILD_OPTS) -f docker/Dockerfile.repository \
 		--build-arg BASE=$(call IMAGE,$(SERVER_IMAGE_$(FLAVOUR))) -t $(call IMAGE,$(FLAVOUR)-repository) $(REPOSITORY)
 	@echo "next: $(CONTAINER_ENGINE) push each image, then python -m yolov6_build k8s-overlay --flavour $(FLAVOUR)" \
-		"--image yolov6-int8/<name>=<the pushed name>@sha256:<its digest> (README, 'Scaling out')"
+		"--image yolov6-int8/<name>=<the pushed name>@sha256:<its digest> (docs/scaling-out.md)"
 
 # podman (as root, runc, cgroupfs) and debootstrap for image-check; Debian's packages, like setup-services.
 setup-containers:  ## install podman, runc and debootstrap if missing (apt-get, as root)

@@ -65,10 +65,12 @@ def run_demo(checkpoint: Path, repository: Path, out_dir: Path, server, images: 
     paths = expand_inputs([str(images)]) if images else sample_images(out_dir / "inputs")
     if not paths:
         raise ConfigError(f"no images found in {images}")
+    log.info("starting Triton on the repository %s", repository)
     with server:
         with TritonDetector(server.grpc_url, "grpc") as detector:
             detector.wait_ready()
             names = detector.class_names
+            log.info("detecting %d images over gRPC (%s)", len(paths), server.grpc_url)
             for path in paths:
                 dets = detector.detect(path)
                 report(format_table(path.name, dets, names))

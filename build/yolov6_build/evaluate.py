@@ -68,13 +68,13 @@ def detector_runner(path: str | Path, runtime: str, threads: int = 0) -> Runner:
 def predict_dataset(runner: Runner, dataset: CocoDataset, input_hw: tuple[int, int],
                     settings: EvalSettings = EvalSettings(), progress: bool = True) -> dict[int, Detections]:
     """Detections (original pixels) per image id, with the reference letterbox."""
-    from tqdm import tqdm
+    from .progress import progress as progress_bar
 
     samples = dataset.samples[: settings.limit] if settings.limit else dataset.samples
     letterbox = _letterbox(settings, input_hw, str(np.dtype(getattr(runner, "pixels", np.float32))))
     results: dict[int, Detections] = {}
-    for start in tqdm(range(0, len(samples), settings.batch_size), desc="evaluate", unit="batch",
-                      disable=not progress or None, leave=False):
+    for start in progress_bar(range(0, len(samples), settings.batch_size), desc="evaluate", unit="batch",
+                              enabled=progress):
         chunk = samples[start:start + settings.batch_size]
         prepared = letterbox([s.path for s in chunk])
         boxes, scores, classes = runner(np.stack([p[0] for p in prepared]))

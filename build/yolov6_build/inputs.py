@@ -3,7 +3,7 @@
 Every served route (cpu OpenCV, cpu ``--preprocess dali``, gpu DALI backend) admits an encoded image
 with ``admit_encoded_image`` before any decoder sees it, and decoders see the bytes it returns (JPEG
 metadata rewritten). Only JPEG and PNG are admitted: fuzzing
-(``make fuzz``; README "Hostile images") killed DALI 2.1.1's nvImageCodec decoders with BMP, TIFF and
+(``make fuzz``; docs/hostile-images.md) killed DALI 2.1.1's nvImageCodec decoders with BMP, TIFF and
 JPEG 2000 inputs that had valid headers, and OpenCV 4.11's ``imdecode`` with JPEG 2000 ones, while
 campaigns of 100,000+ mutated JPEGs and PNGs per route found no crash.
 """

@@ -4,7 +4,7 @@ Everything that must match across machines derives from here: the serving and Te
 the DALI that serialises and tests the pipeline here (the same DALI the backend runs: the
 ``DALI_VERSION`` file of dali_backend's ``r<TRITON_RELEASE>`` branch), and the Python those
 images run. ``tests/docker/test_compose.py::test_one_pinned_release_everywhere`` checks that Dockerfiles,
-compose, requirements and the README agree with these values. What the sources read here leave open
+compose, requirements and docs/gpu.md agree with these values. What the sources read here leave open
 (TensorRT's version in the images) gpu-check reads inside both images before it builds anything
 (``image_versions``), and it fails on a mismatch with both numbers.
 """

@@ -35,7 +35,7 @@ QUEUE_DELAY_US = 0
 # a second request from the same instance, only idle every call. 0 still merges what other instances queued.
 DALI_QUEUE_DELAY_US = 0
 # The letterboxed images between the preprocess and detector steps. cpu: uint8 pixels, a quarter of
-# float32's bytes through the stubs' shared memory (bench-serving, README). gpu: float32, what DALI hands
+# float32's bytes through the stubs' shared memory (docs/benchmarks.md). gpu: float32, what DALI hands
 # TensorRT on the device.
 PIXELS = {"cpu": SERVED_PIXELS, "gpu": "float32"}
 TRITON_DTYPES = {"float32": "TYPE_FP32", "uint8": "TYPE_UINT8"}
@@ -62,9 +62,9 @@ class RepositoryConfig:
     iou_threshold: float = c.SERVE_IOU_THRESHOLD
     max_detections: int = c.SERVE_MAX_DETECTIONS
     intra_op_threads: int = 0  # detector threads per instance; 0 = the CPUs the process may use (cpus.py)
-    detector_runtime: str = "openvino"  # cpu flavour: runtime.RUNTIMES; faster at equal mAP (README, bench-int8)
+    detector_runtime: str = "openvino"  # cpu flavour: runtime.RUNTIMES; faster at equal mAP (docs/benchmarks.md)
     dali_threads: int = 2  # CPU threads of the DALI pipeline (both flavours)
-    cpu_preprocess: str = "opencv"  # cpu flavour: pipeline.PREPROCESSORS; opencv has no per-batch cost (README)
+    cpu_preprocess: str = "opencv"  # cpu flavour: pipeline.PREPROCESSORS; opencv has no per-batch cost (docs/serving.md)
     strides: tuple[int, ...] = STRIDES  # the detector's head levels (P6 models add 64)
 
     def __post_init__(self):

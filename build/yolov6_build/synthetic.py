@@ -168,12 +168,12 @@ def write_split(root: Path, split: str, count: int, seed: int) -> Path:
     """Write ``root/<split>/*.jpg`` and ``root/annotations/instances_<split>.json``."""
     import io
 
-    from tqdm import tqdm
+    from .progress import progress as progress_bar
 
     image_dir = root / split
     image_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    for index in tqdm(range(count), desc=f"synthetic {split}", unit="img", leave=False, disable=None):
+    for index in progress_bar(range(count), desc=f"synthetic {split}", unit="img"):
         rng = np.random.default_rng([seed, SPLIT_SEED_OFFSET[split], index])
         image, objects = make_image(rng)
         name = f"{split}_{index:06d}.jpg"

@@ -165,7 +165,7 @@ def test_unknown_runtime_is_refused(quantized):
 
 
 def test_ort_pool_threads_sleep_when_idle(quantized):
-    """Served, spinning pool threads take the cores the other steps' stubs need (README, bench-serving)."""
+    """Served, spinning pool threads take the cores the other steps' stubs need (docs/benchmarks.md)."""
     options = OrtDetector(quantized / "detector_fp32.onnx").session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 

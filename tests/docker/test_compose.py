@@ -95,11 +95,11 @@ def test_one_pinned_release_everywhere(compose):
     requirements = (REPO / "requirements.txt").read_text()
     assert f"{release.DALI_WHEEL}=={release.DALI_VERSION}" in requirements
     assert f"{release.DALI_WHEEL}=={release.DALI_VERSION}" in (REPO / "constraints.txt").read_text()
-    readme = (REPO / "README.md").read_text()
+    gpu_guide = (REPO / "docs" / "gpu.md").read_text()
     for fact in (f"Triton {release.TRITON_RELEASE}", f"DALI {release.DALI_VERSION}", f"CUDA {release.CUDA_VERSION}",
                  *(f"TensorRT {v}" for v in release.TENSORRT_CANDIDATES), f"Python {release.CONTAINER_PYTHON}",
                  f"R{release.MIN_DRIVER}", release.RELEASE_DRIVER):
-        assert fact in readme, f"README does not state {fact!r}"
+        assert fact in gpu_guide, f"docs/gpu.md does not state {fact!r}"
 
 
 def test_engine_image_installs_only_the_package():

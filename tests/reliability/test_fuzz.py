@@ -1,7 +1,7 @@
 """The fuzzing tool (yolov6_build.fuzz) on its own terms and against the served routes: structure-aware
 mutations reach past format checks, a short campaign through both cpu routes finds no crash, and live
 servers (default OpenCV preprocess and --preprocess dali) keep every process under mutated images of
-every format. Long campaigns are ``make fuzz`` (README "Hostile images")."""
+every format. Long campaigns are ``make fuzz`` (docs/hostile-images.md)."""
 
 import io
 import struct
@@ -17,7 +17,7 @@ from yolov6_build.fuzz.mutate import _png_structured, jpeg_fields, mutate, png_c
 from yolov6_build.fuzz.seeds import FORMATS, make_seeds
 
 CORPUS = Path(__file__).parent / "fuzz_corpus"
-INPUTS_PER_FORMAT = 40 * 8  # per route, in batches of 8, fixed seed: the same inputs on every run (the README's campaigns: 100,000+)
+INPUTS_PER_FORMAT = 40 * 8  # per route, in batches of 8, fixed seed: the same inputs on every run (docs/hostile-images.md: 100,000+)
 
 
 @pytest.fixture(scope="module")

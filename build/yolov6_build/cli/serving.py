@@ -50,7 +50,7 @@ def add_build_repo(sub) -> None:
         p.add_argument(flag, dest=name, type=kind, default=None, metavar="N", help=f"{text} (default {default})")
     runtime = default_of(RepositoryConfig, "detector_runtime")
     p.add_argument("--runtime", dest="detector_runtime", choices=RUNTIMES, default=None,
-                   help=f"cpu flavour: detector runtime (default {runtime}: faster at equal accuracy, see README)")
+                   help=f"cpu flavour: detector runtime (default {runtime}: faster at equal accuracy, see docs/benchmarks.md)")
     preprocess = default_of(RepositoryConfig, "cpu_preprocess")
     p.add_argument("--preprocess", dest="cpu_preprocess", choices=PREPROCESSORS, default=None,
                    help=f"cpu flavour: letterbox in the preprocess step (default {preprocess}: no per-batch cost; "
@@ -151,8 +151,22 @@ def run_demo(args) -> int:
         qat_images = DEMO_QAT_IMAGES if args.checkpoint.resolve() == DEMO_CHECKPOINT.resolve() else 0
     annotated = demo(args.checkpoint, args.repository, args.out_dir, server_from_args(args), args.images, args.calib,
                      report=print, qat_images=qat_images)
-    print(f"annotated images: {annotated}")
+    print(demo_next_steps(annotated, args.repository))
     return 0
+
+
+def demo_next_steps(annotated: Path, repository: Path) -> str:
+    """What the demo left behind and what to try next, as the last thing it prints."""
+    default = repository.resolve() == CPU_REPOSITORY.resolve()
+    steps = [("make serve" if default else f".venv/bin/python -m yolov6_build serve {repository}",
+              "serve it until Ctrl-C"),
+             (".venv/bin/python -m yolov6_client your_images/ --annotate out/", "then, in a second shell"),
+             ("make build-repo CHECKPOINT=yolov6s.pt CALIB=calibration_images/", "your own checkpoint"),
+             ("make help", "every target; README.md for the GPU and Kubernetes paths")]
+    width = max(len(command) for command, _ in steps)
+    return "\n".join(["", f"annotated images: {annotated}/",
+                      f"model repository: {repository}/ (its manifest.json says what was built)", "next:",
+                      *(f"  {command:<{width}}  # {why}" for command, why in steps)])
 
 
 def add_eval_server(sub) -> None:

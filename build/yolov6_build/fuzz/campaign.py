@@ -74,13 +74,13 @@ class Campaign:
         return [f for f in self.formats if self.counts[route][f].inputs < self.inputs_per_format]
 
     def _run_route(self, route: str, seeds: dict, progress: bool) -> None:
-        from tqdm import tqdm
+        from ..progress import progress as progress_bar
 
         spec = WorkerSpec(route, self.guarded, self.input_size, self.batch_size)
         rng = np.random.default_rng([self.seed, len(route)])
         self.counts[route] = {f: FormatCounts() for f in self.formats}
         total = self.inputs_per_format * len(self.formats) or None
-        bar = tqdm(total=total, desc=f"fuzz {route}", unit="img", disable=not progress, smoothing=0.05)
+        bar = progress_bar(total=total, desc=f"fuzz {route}", unit="img", enabled=progress, smoothing=0.05)
         started = time.monotonic()
         deadline, worker = started + self.seconds, Worker(spec)
         while formats := self._budget_left(route, deadline):

@@ -59,6 +59,8 @@ def stream_mutants(grpc_url: str, server_pid: int, count: int, seed: int = 0, co
     at a time so the server batches them; compare the server's processes before and after."""
     from yolov6_client import ServerError, TritonDetector
 
+    from ..progress import progress as progress_bar
+
     seeds, rng = make_seeds(formats), np.random.default_rng(seed)
     payloads = [(p.suffix.lstrip("."), p.read_bytes()) for p in extra_files]
     for i in range(count):
@@ -77,7 +79,8 @@ def stream_mutants(grpc_url: str, server_pid: int, count: int, seed: int = 0, co
                 return family, "per-request error" if clear else "other error", str(exc)
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for family, outcome, message in pool.map(send, payloads):
+        answers = progress_bar(pool.map(send, payloads), desc="fuzz-server", total=len(payloads), unit="img")
+        for family, outcome, message in answers:
             report.sent += 1
             report.by_format[family] += 1
             report.outcomes[outcome] += 1

@@ -30,12 +30,12 @@ def image_paths(source: str | Path) -> list[Path]:
 def load_batches(source: str | Path, input_hw: tuple[int, int], count: int, batch_size: int,
                  seed: int = 0, progress: bool = True) -> list[np.ndarray]:
     """``count`` images (seeded choice) letterboxed to float32 [B,3,H,W] batches, held in memory."""
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     paths = image_paths(source)
     order = np.random.default_rng(seed).permutation(len(paths))[:count]
     chosen = [paths[i] for i in sorted(order)]
     images = [letterbox_image(load_rgb(p), input_hw)[0]
-              for p in tqdm(chosen, desc="calibration images", unit="img", disable=not progress or None, leave=False)]
+              for p in progress_bar(chosen, desc="calibration images", unit="img", enabled=progress)]
     log.info("loaded %d calibration images from %s", len(images), source)
     return [np.stack(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]

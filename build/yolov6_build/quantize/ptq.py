@@ -10,7 +10,9 @@ Activation ranges come from a histogram (percentile/MSE/entropy) or max.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import logging
 from dataclasses import dataclass
 
@@ -26,12 +28,12 @@ QUANTIZER_KINDS = ("input_quantizer", "weight_quantizer", "residual_quantizer")
 
 @dataclass(frozen=True)
 class PtqConfig:
-    calibrator: str = "max"  # best measured on the demo model for both served graphs (README, INT8 on the CPU)
+    calibrator: str = "max"  # best measured on the demo model for both served graphs (docs/quantization.md)
     percentile: float = 99.99
     exclude: tuple[str, ...] = ()  # layer (module) names kept in float
     # Keep the stem (the first conv, reading the image) float. Off by default: on the demo model it
     # scored the same as INT8 once both ran in f32 (0.7990 vs 0.7993 served on the CPU, whose INT8
-    # stem reads the exact pixel grid) and cost 3-5% of the CPU speed (README, INT8 on the CPU).
+    # stem reads the exact pixel grid) and cost 3-5% of the CPU speed (docs/quantization.md).
     float_stem: bool = False
 
     def __post_init__(self):
@@ -116,7 +118,9 @@ def insert_quantizers(fused_model, cfg: PtqConfig, input_hw=(64, 64)):
                           f"(names look like {layers[0]!r})")
     all_layers = [n for n, m in model.named_modules() if isinstance(m, _quantizable_types())]
     _register_residual_add()
-    mtq.quantize(model, quant_config(cfg, layers, all_layers), forward_loop=None)
+    with contextlib.redirect_stdout(io.StringIO()) as chatter:  # modelopt prints "Inserted N quantizers"
+        mtq.quantize(model, quant_config(cfg, layers, all_layers), forward_loop=None)
+    log.debug("modelopt: %s", chatter.getvalue().strip())
     return model
 
 
@@ -124,12 +128,11 @@ def calibrate(model, batches, cfg: PtqConfig, progress: bool = True):
     """Collect statistics over ``batches`` (float32 [B,3,H,W] arrays) and set every quantizer's amax."""
     torch = require("torch")
     from modelopt.torch.quantization.model_calib import enable_stats_collection
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     enable_stats_collection(model)
     with torch.no_grad():
-        for batch in tqdm(batches, desc=f"calibrate ({cfg.calibrator})", unit="batch",
-                          disable=not progress or None, leave=False):
+        for batch in progress_bar(batches, desc=f"calibrate ({cfg.calibrator})", unit="batch", enabled=progress):
             model(torch.from_numpy(batch))
     for _, quantizer in quantizers(model):
         if quantizer.is_enabled:

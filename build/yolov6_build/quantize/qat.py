@@ -101,7 +101,7 @@ def distill_weight_at(cfg: QatConfig, iteration: int) -> float:
 def train_qat(quant_model, teacher, cfg: QatConfig, input_hw: tuple[int, int], progress: bool = True) -> list[dict]:
     """Fine-tune ``quant_model`` in place; returns the loss history (every 10 iterations)."""
     torch = require("torch")
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     from ..data import CocoDataset, TrainDataset, collate
     from ..train.loss import DetectionLoss
@@ -123,8 +123,8 @@ def train_qat(quant_model, teacher, cfg: QatConfig, input_hw: tuple[int, int], p
                                          generator=torch.Generator().manual_seed(cfg.seed), drop_last=True)
     history, iteration, running = [], 0, {}
     quant_model.train()
-    bar = tqdm(total=cfg.iterations, desc="QAT" + (" + CWD" if cfg.distill else ""), unit="it",
-               disable=not progress or None, leave=False)
+    bar = progress_bar(total=cfg.iterations, desc="QAT" + (" + CWD" if cfg.distill else ""), unit="it",
+                       enabled=progress)
     while iteration < cfg.iterations:
         for batch in loader:
             loss, task, loss_kd = combined_loss(quant_model, teacher, criterion, distill, batch,

@@ -65,12 +65,12 @@ def analyse(fp32_model, quant_model, batches, map_fn=None, progress: bool = True
 
     ``map_fn(model) -> mAP@0.5:0.95`` adds the mAP measure when given (one evaluation per layer and view).
     """
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     reference = _forward(fp32_model.eval(), batches)
     layers = list(layer_quantizers(quant_model))
     results = []
-    for layer in tqdm(layers, desc="sensitivity", unit="layer", disable=not progress or None, leave=False):
+    for layer in progress_bar(layers, desc="sensitivity", unit="layer", enabled=progress):
         entry = LayerSensitivity(layer)
         set_float_layers(quant_model, set(layers) - {layer})  # only this layer quantized
         entry.only = _measure(quant_model, batches, reference)

@@ -62,6 +62,8 @@ def run_quantize(checkpoint: Path, calib_source: Path, out_dir: Path, cfg: Quant
     out_dir.mkdir(parents=True, exist_ok=True)
     model, info = load_deploy_model(checkpoint)
     input_hw = tuple(info.input_hw)
+    log.info("quantize %s (YOLOv6-%s, %dx%d): PTQ, %s calibration on up to %d images from %s", checkpoint, info.size,
+             *input_hw, cfg.ptq.calibrator, cfg.calib_images, calib_source)
     batches = load_batches(calib_source, input_hw, cfg.calib_images, cfg.batch_size, cfg.seed, progress)
     quant = quantize_ptq(model, batches, cfg.ptq, progress)
     report: dict = {"stage": "quantize", "checkpoint": str(checkpoint), "config": asdict(cfg),
@@ -93,7 +95,10 @@ def run_quantize(checkpoint: Path, calib_source: Path, out_dir: Path, cfg: Quant
     if cfg.qat is not None:  # every amax stays as calibrated and merged; weights and biases learn
         from .qat import train_qat
 
+        log.info("QAT%s: %d iterations on %s, every scale kept", " + CWD" if cfg.qat.distill else "",
+                 cfg.qat.iterations, cfg.qat.train_annotations)
         report["qat_history"] = train_qat(quant, model, cfg.qat, input_hw, progress)
+    log.info("exporting the FP32, Q/DQ (TensorRT) and CPU-form graphs")
     fp32_path = export_onnx(model, out_dir / "detector_fp32.onnx", input_hw, topk=cfg.topk)
     qdq_path = export_onnx(quant, out_dir / "detector_qdq.onnx", input_hw, topk=cfg.topk)
     uint8_activations(qdq_path, out_dir / "detector_qdq_u8.onnx")

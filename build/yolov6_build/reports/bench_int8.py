@@ -126,13 +126,15 @@ def speed_rows(label: str, detectors: dict, hw, batches, seconds: float, rounds:
     each the median of the ratios taken within a round. The machine drifts 10-30% within minutes: a
     ratio within one short round sees one state of it (at demo b1, 30 rounds of 0.5 s read served /
     NNCF 0.93-1.33x round by round, where 3 rounds of 4 s had put the whole row at 0.96x or 1.26x)."""
+    from ..progress import progress as progress_bar
+
     rows = []
     for batch in batches:
         images = {name: letterboxed(detector, batch, hw) for name, detector in detectors.items()}
         for name, detector in detectors.items():  # compiles this batch size
             throughput(detector, images[name], 0.0)
         by_round = []
-        for r in range(rounds):
+        for r in progress_bar(range(rounds), desc=f"{label} b{batch}", unit="round"):
             order = list(detectors) if r % 2 == 0 else list(detectors)[::-1]
             by_round.append({name: throughput(detectors[name], images[name], seconds / rounds, warm_up=0)
                              for name in order})

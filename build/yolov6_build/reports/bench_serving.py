@@ -92,7 +92,7 @@ def bracketed(before: dict, after: dict) -> dict:
 def served_steps(repository: Path, work_dir: Path, encoded: list[bytes], users, step_seconds: float) -> list[dict]:
     """One closed-loop gRPC step per concurrency (``grpc_load``: the leanest load generator, it shares the
     cores) against the embedded server, each with its Triton time split and CPU by process."""
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     from ..server import ServerOptions, TritonServer
     from .cpu_use import CpuUse
@@ -101,7 +101,7 @@ def served_steps(repository: Path, work_dir: Path, encoded: list[bytes], users, 
 
     rows = []
     with TritonServer(repository, work_dir / "server", ServerOptions.on_free_ports()) as server:
-        for n in tqdm(users, desc=f"served {repository.name}", unit="step", disable=None):
+        for n in progress_bar(users, desc=f"served {repository.name}", unit="step"):
             before = model_statistics(server)
             with CpuUse(server.process.pid, PIPELINE_STEPS) as use:
                 step = closed_loop(server.grpc_url, encoded, n, step_seconds)

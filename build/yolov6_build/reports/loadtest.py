@@ -133,14 +133,14 @@ def run_step(host_url: str, protocol: str, users: int, out_dir: Path, step_secon
 def sweep(host_urls: dict[str, str], out_dir: Path, users=DEFAULT_USERS, step_seconds: float = 15.0,
           max_requests: int = 5000, images: Path | None = None, allow_remote: bool = False) -> list[StepResult]:
     """Every protocol in ``host_urls`` ({'grpc': 'grpc://127.0.0.1:8001', ...}) at every user count."""
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     for url in host_urls.values():
         if not allow_remote:
             check_loopback(url)
     plan = [(protocol, n) for protocol in host_urls for n in users]
     results = []
-    for protocol, n in tqdm(plan, desc="load test", unit="step", disable=None):
+    for protocol, n in progress_bar(plan, desc="load test", unit="step"):
         result = run_step(host_urls[protocol], protocol, n, out_dir, step_seconds, max_requests, images)
         log.info("%s", result)
         results.append(result)

@@ -66,12 +66,14 @@ def serving_ab(repositories: dict[str, Path], out_dir: Path, rounds: int = 3, us
         raise ConfigError(f"compare two repositories, got {len(repositories)}")
     if rounds < 1:
         raise ConfigError(f"rounds must be at least 1, got {rounds}")
+    from ..progress import progress as progress_bar
+
     out = Path(out_dir)
     encoded = [p.read_bytes() for p in sample_images(out / "images", images)]
     labels = list(repositories)
     report = {"repositories": {k: str(v) for k, v in repositories.items()}, "users": [str(u) for u in users],
               "machine": describe_machine(), "rounds": []}
-    for index in range(rounds):
+    for index in progress_bar(range(rounds), desc="A/B rounds", unit="round"):
         order = labels if index % 2 == 0 else labels[::-1]
         measured = {label: _arm(Path(repositories[label]), out / f"round_{index}_{label}", encoded, users,
                                 step_seconds, seconds) for label in order}

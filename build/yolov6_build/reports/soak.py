@@ -16,6 +16,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..progress import progress as progress_bar
+
 log = logging.getLogger(__name__)
 
 
@@ -92,9 +94,16 @@ def soak(repository: Path, out_dir: Path, config: SoakConfig = SoakConfig()) -> 
         log.info("soak: %.1f min at %.1f req/s (%.0f%% of %.1f)", config.minutes, target, 100 * config.fraction,
                  max_rps)
         started, memory = time.monotonic(), []
-        monitor = lambda: memory.append((time.monotonic() - started, server_rss_mib(server.process.pid)))  # noqa: E731
+        bar = progress_bar(total=round(config.minutes * 60), desc="soak", unit="s")
+
+        def monitor():
+            elapsed = time.monotonic() - started
+            memory.append((elapsed, server_rss_mib(server.process.pid)))
+            bar.update(max(0, min(bar.total, int(elapsed)) - bar.n))
+
         result = run_step(url, "grpc", config.users, out, config.minutes * 60, 10**9, user_rps=target / config.users,
                           monitor=monitor, name="soak")
+        bar.close()
     history = _history(out / "steps" / "soak_stats_history.csv")
     report = {"config": asdict(config), "max_rps": max_rps, "target_rps": round(target, 2), "result": asdict(result),
               **verdict(config, result, memory, history), "memory": memory, "history": history}

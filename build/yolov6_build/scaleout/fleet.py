@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import BuildError
+from ..progress import progress as progress_bar
 from ..reports.loadtest import StepResult, run_step
 from ..server import ServerOptions, TritonServer
 from .haproxy import Backend, HAProxy
@@ -91,6 +92,7 @@ def balancer_url(balancer: HAProxy, protocol: str) -> str:
 def scaling_run(fleet: Fleet, out_dir: Path, settings: FleetSettings) -> list[dict]:
     """Locust through HAProxy in front of the first n replicas, for n = 1..N and each protocol."""
     rows = []
+    bar = progress_bar(total=len(fleet.servers) * len(settings.protocols), desc="fleet scaling", unit="step")
     for n in range(1, len(fleet.servers) + 1):
         with HAProxy(out_dir / f"haproxy_{n}", fleet.backends(n)) as balancer:
             for protocol in settings.protocols:
@@ -98,6 +100,7 @@ def scaling_run(fleet: Fleet, out_dir: Path, settings: FleetSettings) -> list[di
                                 max_requests=1_000_000, name=f"scale_{protocol}_n{n}")
                 log.info("%d replica(s), %s: %s", n, protocol, step)
                 rows.append({"replicas": n, **asdict(step)})
+                bar.update()
     return rows
 
 
@@ -157,10 +160,10 @@ def run_fleet(repository: Path, out_dir: Path, settings: FleetSettings = FleetSe
         scaling = scaling_run(fleet, out_dir, settings)
         disruptions = []
         with HAProxy(out_dir / "haproxy_disruption", fleet.backends()) as balancer:
-            for mode in STOP_MODES:
-                for protocol in settings.protocols:
-                    disruptions.append(disruption_run(fleet, balancer, mode, protocol, settings.users,
-                                                      settings.disruption_seconds, settings.retries, out_dir))
+            runs = [(mode, protocol) for mode in STOP_MODES for protocol in settings.protocols]
+            for mode, protocol in progress_bar(runs, desc="fleet: a replica stopped", unit="run"):
+                disruptions.append(disruption_run(fleet, balancer, mode, protocol, settings.users,
+                                                  settings.disruption_seconds, settings.retries, out_dir))
     report = {"settings": asdict(settings), "cpu_count": os.cpu_count(), "scaling": scaling,
               "disruptions": [asdict(d) for d in disruptions]}  # asdict recurses into the step
     write_report(report, out_dir)

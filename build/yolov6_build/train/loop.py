@@ -103,7 +103,7 @@ def _lr_at(cfg: TrainConfig, iteration: int, total: int) -> float:
 def train(cfg: TrainConfig) -> Path:
     """Train and write ``out_dir/last.pt`` (resumable), ``best.pt`` and ``model.pt`` (project format, EMA, fp16)."""
     import torch
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     from ..data import CocoDataset, TrainDataset, collate
     from ..evaluate import EvalSettings, evaluate, torch_runner
@@ -157,7 +157,7 @@ def train(cfg: TrainConfig) -> Path:
                                              num_workers=cfg.workers, drop_last=False,
                                              generator=torch.Generator().manual_seed(cfg.seed + epoch))
         model.train()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=None)
+        bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
         running = {}
         for images, targets, mask in bar:
             for group in optimizer.param_groups:
