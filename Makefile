@@ -58,12 +58,18 @@ test: setup setup-services setup-deploy-tools setup-containers  ## run the test 
 demo: setup  ## build the CPU repository from the demo model, serve it, detect sample images, stop
 	$(CLI) demo --checkpoint $(DEMO_MODEL)
 
-build-repo: dataset  ## INT8 model_repository/$(FLAVOUR) from $(CHECKPOINT): PTQ on $(CALIB), then QAT on $(QAT) if set (FLAVOUR=cpu|gpu; EXCLUDE=layers kept float)
+build-repo: setup $(if $(filter $(DATASET)/%,$(CALIB) $(QAT)),dataset)  ## INT8 model_repository/$(FLAVOUR) from $(CHECKPOINT): PTQ on $(CALIB), then QAT on $(QAT) if set (FLAVOUR=cpu|gpu; EXCLUDE=layers kept float)
 	$(CLI) build-repo $(CHECKPOINT) --flavour $(FLAVOUR) --calib $(CALIB) $(if $(QAT),--qat $(QAT)) $(if $(EXCLUDE),--exclude $(EXCLUDE))
+
+# The cpu repository's model, built from CHECKPOINT only when missing: the targets that serve or measure
+# model_repository/cpu depend on it, so they never overwrite a repository built from your own checkpoint.
+CPU_REPO_MODEL := model_repository/cpu/yolov6_detector/1/model.onnx
+$(CPU_REPO_MODEL): | setup
+	$(MAKE) build-repo FLAVOUR=cpu
 
 serve: setup  ## serve model_repository/cpu on 127.0.0.1 (8000 http, 8001 grpc, 8002 metrics) until Ctrl-C; builds it first if needed
 	@if [ "$(FLAVOUR)" = gpu ]; then echo "the gpu repository is served by the Triton container: see docs/gpu.md"; exit 2; fi
-	test -f model_repository/cpu/yolov6_detector/1/model.onnx || $(MAKE) build-repo FLAVOUR=cpu
+	$(MAKE) $(CPU_REPO_MODEL)
 	$(CLI) serve model_repository/cpu
 
 dataset: setup  ## generate the synthetic COCO-format dataset (train/val/calib) into $(DATASET)
@@ -110,7 +116,7 @@ eval-demo: dataset  ## COCO mAP of the demo model on the val split (PyTorch and 
 	$(CLI) export-onnx $(DEMO_MODEL) -o artifacts/eval/demo_fp32.onnx
 	$(CLI) eval artifacts/eval/demo_fp32.onnx --img-size 320 -o artifacts/eval/demo_fp32_ort.json
 
-eval-server: build-repo  ## COCO mAP of the served INT8 ensemble (live server, gRPC) next to the same graph offline
+eval-server: setup $(CPU_REPO_MODEL)  ## COCO mAP of the served INT8 ensemble (live server, gRPC) next to the same graph offline
 	$(CLI) eval-server model_repository/cpu -o artifacts/eval/server_int8.json
 
 quant-report: dataset  ## mAP of FP32 / PTQ per calibrator / partial PTQ / stock ORT on the demo model
@@ -119,35 +125,35 @@ quant-report: dataset  ## mAP of FP32 / PTQ per calibrator / partial PTQ / stock
 qat-report: dataset  ## QAT and QAT + channel-wise distillation from the PTQ demo model: mAP table, Q/DQ + ORT exports
 	$(CLI) qat $(DEMO_MODEL) -o artifacts/reports/qat
 
-bench-int8: build-repo  ## served CPU INT8 vs OpenVINO FP32, NNCF and ORT stock INT8: n/s at 640, demo at 320 (as served) with mAP
+bench-int8: setup $(CPU_REPO_MODEL)  ## served CPU INT8 vs OpenVINO FP32, NNCF and ORT stock INT8: n/s at 640, demo at 320 (as served) with mAP
 	$(CLI) bench-int8 -o artifacts/reports/bench_int8 $(if $(filter $(DEMO_MODEL),$(CHECKPOINT)),--demo-repository model_repository/cpu)
 
 bench-lite: setup  ## YOLOv6-Lite s/m/l beside n at 320 (random weights): served INT8 vs OpenVINO FP32, NNCF, ORT
-	$(CLI) bench-int8 --sizes n lite_s lite_m lite_l --img-size 320 -o artifacts/reports/bench_lite
+	$(CLI) bench-int8 --sizes n lite_s lite_m lite_l --img-size 320 --no-demo -o artifacts/reports/bench_lite
 
 bench-silu: setup  ## OpenVINO's cost of one head conv by activation form (why the CPU form writes SiLU with tanh)
 	$(CLI) bench-silu -o artifacts/reports/bench_silu
 
-bench-nms: build-repo  ## NMS step cost per image (random worst case and the demo model's real candidates)
+bench-nms: setup $(CPU_REPO_MODEL)  ## NMS step cost per image (random worst case and the demo model's real candidates)
 	$(CLI) bench-nms --detector-onnx model_repository/cpu/yolov6_detector/1/model.onnx -o artifacts/reports/bench_nms
 
-bench-serving: build-repo  ## server vs in-process, OpenCV vs DALI letterbox, FP32 vs INT8 served; c=1..32 (about 7 min)
+bench-serving: setup $(CPU_REPO_MODEL)  ## server vs in-process, OpenCV vs DALI letterbox, FP32 vs INT8 served; c=1..32 (about 7 min)
 	$(CLI) bench-serving model_repository/cpu -o artifacts/reports/bench_serving
 
 bench-gpu-standin: setup  ## the gpu flavour's queue delays and preprocess instances on its CPU stand-in, 2 rounds (about 5 min)
-	test -f model_repository/cpu/yolov6_detector/1/model.onnx || $(MAKE) build-repo FLAVOUR=cpu
+	$(MAKE) $(CPU_REPO_MODEL)
 	$(PY) -m tests.gpu_standin.bench --checkpoint $(DEMO_MODEL) -o artifacts/reports/gpu_standin
 
 bench-serving-ab: setup  ## two CPU repositories A=… B=… served in turn, 3 rounds at c=1,4,32: medians and B / A (about 5 min)
 	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make bench-serving-ab A=model_repository/cpu B=other/cpu (built repositories)"; exit 2; }
 	$(CLI) bench-serving-ab $(A) $(B) -o artifacts/reports/bench_serving_ab
 
-bench: bench-int8 bench-nms bench-serving  ## all benchmarks
+bench: bench-int8 bench-nms bench-serving  ## bench-int8, bench-nms and bench-serving
 
-soak: build-repo  ## $(SOAK_MINUTES) min at 80% of the measured max QPS: failures, server memory, latency drift
+soak: setup $(CPU_REPO_MODEL)  ## $(SOAK_MINUTES) min at 80% of the measured max QPS: failures, server memory, latency drift
 	$(CLI) soak model_repository/cpu --minutes $(SOAK_MINUTES) -o artifacts/reports/soak
 
-loadtest: build-repo  ## headless Locust sweep (gRPC + HTTP, c=1..32, 15 s or 5000 requests a step, loopback)
+loadtest: setup $(CPU_REPO_MODEL)  ## headless Locust sweep (gRPC + HTTP, c=1..32, 15 s or 5000 requests a step, loopback)
 	$(CLI) loadtest model_repository/cpu -o artifacts/reports/loadtest
 
 gpu-check: setup  ## GPU host with docker: build INT8/FP16 plans, serve, compare with CPU flavour, DALI vs CPU QPS (report in artifacts/reports/gpu_check)
@@ -158,14 +164,14 @@ gpu-check: setup  ## GPU host with docker: build INT8/FP16 plans, serve, compare
 fuzz: setup  ## FUZZ_SECONDS (default 600) per route of mutated images (every format) through the served decode routes, in child processes; crashes bisected and saved (artifacts/reports/fuzz)
 	$(CLI) fuzz --seconds $(FUZZ_SECONDS)
 
-fuzz-server: build-repo  ## FUZZ_COUNT (default 5000) mutated images and the crash corpus to a live server: clear answers, same server PIDs
+fuzz-server: setup $(CPU_REPO_MODEL)  ## FUZZ_COUNT (default 5000) mutated images and the crash corpus to a live server: clear answers, same server PIDs
 	$(CLI) fuzz-server model_repository/cpu --count $(FUZZ_COUNT)
 
 clean:  ## remove generated artifacts (keeps .venv)
 	rm -rf artifacts .pytest_cache
 
 FLEET_REPLICAS ?= 3
-fleet: build-repo setup-services  ## FLEET_REPLICAS (default 3) embedded replicas behind HAProxy: req/s per N, a replica stopped mid-run (about 8 min)
+fleet: setup $(CPU_REPO_MODEL) setup-services  ## FLEET_REPLICAS (default 3) embedded replicas behind HAProxy: req/s per N, a replica stopped mid-run (about 8 min)
 	$(CLI) fleet model_repository/cpu --replicas $(FLEET_REPLICAS)
 
 # Images for a cluster (docs/scaling-out.md): the server image of FLAVOUR and the repository image on top

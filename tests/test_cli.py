@@ -111,3 +111,16 @@ def test_served_admin_key_comes_from_the_secret_file_or_the_environment(tmp_path
     key_file.write_text("")
     with pytest.raises(ConfigError, match="empty"):
         admin_key_from_environment()
+
+
+def test_demo_ends_with_where_things_are_and_what_to_try(tmp_path):
+    from pathlib import Path
+
+    from yolov6_build.cli.common import CPU_REPOSITORY
+    from yolov6_build.cli.serving import demo_next_steps
+
+    default = demo_next_steps(Path("artifacts/demo/annotated"), CPU_REPOSITORY)
+    assert "artifacts/demo/annotated/" in default and f"{CPU_REPOSITORY}/" in default
+    assert "make serve" in default and "yolov6_client" in default and "make build-repo CHECKPOINT=" in default
+    elsewhere = demo_next_steps(tmp_path / "annotated", tmp_path / "repo")  # make serve would serve another one
+    assert "make serve" not in elsewhere and f"yolov6_build serve {tmp_path / 'repo'}" in elsewhere

@@ -63,8 +63,9 @@ def run_export_onnx(args) -> int:
     from ..model.checkpoint import load_deploy_model
 
     model, info = load_deploy_model(args.checkpoint)
-    export_onnx(model, args.output, args.img_size or info.input_hw, opset=args.opset,
-                dynamic_batch=not args.static_batch)
+    path = export_onnx(model, args.output, args.img_size or info.input_hw, opset=args.opset,
+                       dynamic_batch=not args.static_batch)
+    print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB, opset {args.opset})")
     return 0
 
 

@@ -46,7 +46,7 @@ def export_onnx(model, path: str | Path, input_hw: tuple[int, int], opset: int =
     if inline_initializer_identities(model_proto):
         onnx.save(model_proto, str(path))
     onnx.checker.check_model(str(path))
-    log.info("exported %s (%.1f MB, opset %d, input %dx%d)", path, path.stat().st_size / 1e6, opset, *input_hw)
+    log.debug("exported %s (%.1f MB, opset %d, input %dx%d)", path, path.stat().st_size / 1e6, opset, *input_hw)
     return path
 
 
