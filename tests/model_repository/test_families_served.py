@@ -1,9 +1,10 @@
 """A checkpoint of each model family beyond v3.0's RepVGG goes through the whole bundle: PTQ, export, a cpu
-repository, detections through the embedded server."""
+repository, detections through the embedded server, and the gpu repository from the same INT8 graph."""
 
 import json
 
 import numpy as np
+import onnx
 import pytest
 
 from tests.upstream.weights import fill
@@ -31,6 +32,10 @@ def test_family_checkpoint_is_quantized_and_served(size, training_mode, tmp_path
     assert json.loads(manifest.read_text())["config"]["strides"] == list(model.detect.strides)
     findings = lint_qdq(tmp_path / "quantize" / "detector_qdq.onnx")
     assert findings == [], findings  # scales merged wherever TensorRT fuses, in the family's own blocks too
+    gpu = json.loads(build_repository(checkpoint, tmp_path / "gpu", "gpu", max_batch_size=2,
+                                      detector_onnx=tmp_path / "quantize" / "detector_qdq.onnx").read_text())
+    assert gpu["config"]["strides"] == list(model.detect.strides) and gpu["engine"]["precision"] == "int8"
+    onnx.checker.check_model(str(tmp_path / "gpu" / gpu["engine"]["onnx"]))  # the typed graph TensorRT builds
     server = launch_server(tmp_path / "cpu", tmp_path / "server")
     try:
         with TritonDetector(server.grpc_url) as detector:
