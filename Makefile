@@ -97,7 +97,7 @@ train-repvgg-sgd: dataset  ## RepOpt's equal-budget baseline: RepVGG blocks, the
 	$(CLI) fuse artifacts/train_repvgg_sgd/model.pt -o $(REPVGG_SGD_MODEL)
 
 QAREPVGG_MODEL ?= models/yolov6n_qarepvgg_sgd12_synthetic_320.pt
-train-qarepvgg: dataset  ## QARepVGG beside RepOpt's equal-budget pair: QARepVGG blocks, the same 12 epochs of SGD (about 25 min)
+train-qarepvgg: dataset  ## QARepVGG beside RepOpt's equal-budget pair: QARepVGG blocks, the same 12 epochs of SGD (about 50 min)
 	$(CLI) train --data $(DATASET) -o artifacts/train_qarepvgg --size n --img-size 320 --epochs 12 --batch-size 16 \
 		--training-mode qarepvggv2 --optimizer sgd --lr 0.02 --weight-decay 5e-4 --eval-every 12 --eval-limit 100
 	$(CLI) fuse artifacts/train_qarepvgg/model.pt -o $(QAREPVGG_MODEL)
