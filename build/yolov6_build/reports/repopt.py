@@ -65,6 +65,7 @@ def repopt_report(checkpoints: dict[str, Path], val_annotations: Path, calib_sou
     from ..quantize.calibration import load_batches
     from ..quantize.merge import merge_scales
     from ..quantize.ort_int8 import quantize_for_ort
+    from ..progress import progress as progress_bar
     from ..quantize.ptq import PtqConfig, quantize_ptq
 
     started = time.monotonic()
@@ -72,6 +73,7 @@ def repopt_report(checkpoints: dict[str, Path], val_annotations: Path, calib_sou
     out.mkdir(parents=True, exist_ok=True)
     val = CocoDataset(val_annotations)
     report: dict = {"models": {}, "val_images": val_limit or len(val)}
+    bar = progress_bar(total=len(checkpoints) * len(calibrators), desc="PTQ per model and calibrator", unit="PTQ")
     for label, checkpoint in checkpoints.items():
         model, info = load_deploy_model(checkpoint)
         hw = tuple(info.input_hw)
@@ -82,6 +84,8 @@ def repopt_report(checkpoints: dict[str, Path], val_annotations: Path, calib_sou
             ptq = quantize_ptq(model, batches, PtqConfig(calibrator), progress=False)
             merge_scales(ptq, hw)
             by_calibrator[calibrator] = torch_map(ptq)
+            bar.set_postfix(model=label, refresh=False)
+            bar.update()
         slug = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
         fp32_onnx = export_onnx(model, out / f"{slug}_fp32.onnx", hw, topk=1000)
         ort_int8 = quantize_for_ort(fp32_onnx, out / f"{slug}_int8_ort.onnx", batches, [], "max")
@@ -96,6 +100,7 @@ def repopt_report(checkpoints: dict[str, Path], val_annotations: Path, calib_sou
         entry["ort_drop_points"] = round(100 * (entry["ort_int8"] - entry["fp32"]), 2)
         report["models"][label] = entry
         log.info("%s: %s", label, {k: v for k, v in entry.items() if k != "layers"})
+    bar.close()
     report["minutes"] = round((time.monotonic() - started) / 60, 1)
     (out / "repopt.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "repopt.md").write_text(markdown(report))
