@@ -24,6 +24,22 @@ QUANTIZED_OPS = ("Conv", "ConvTranspose", "MaxPool", "Concat", "Add")
 BODY_SCOPES = ("backbone", "neck")
 
 
+class _DropPreprocessingAdvice(logging.Filter):
+    """``quantize_static`` advises pre-processing the model on every call, as a warning on the root logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-process" not in record.getMessage()
+
+
+def _quantize_static(q, *args, **kwargs) -> None:
+    advice = _DropPreprocessingAdvice()
+    logging.getLogger().addFilter(advice)
+    try:
+        q.quantize_static(*args, **kwargs)
+    finally:
+        logging.getLogger().removeFilter(advice)
+
+
 def node_module(node_name: str) -> str:
     """'/model/backbone/ERBlock_5/ERBlock_5.2/cspsppf/m/MaxPool_1' -> 'backbone.ERBlock_5.2.cspsppf.m'.
 
@@ -75,12 +91,12 @@ def quantize_for_ort(fp32_onnx: str | Path, out_path: str | Path, batches, float
     model = onnx.load(str(fp32_onnx))
     excluded = nodes_to_exclude(model, set(float_layers))
     method = getattr(q.CalibrationMethod, ORT_METHODS[calibrator])
-    q.quantize_static(str(fp32_onnx), str(out_path), _Reader(batches), quant_format=q.QuantFormat.QDQ,
-                      per_channel=True, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-                      op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=excluded,
-                      calibrate_method=method,
-                      extra_options={"CalibPercentile": percentile, "ActivationSymmetric": False,
-                                     "WeightSymmetric": True})
+    _quantize_static(q, str(fp32_onnx), str(out_path), _Reader(batches), quant_format=q.QuantFormat.QDQ,
+                        per_channel=True, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+                        op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=excluded,
+                        calibrate_method=method,
+                        extra_options={"CalibPercentile": percentile, "ActivationSymmetric": False,
+                                       "WeightSymmetric": True})
     log.info("wrote ORT INT8 graph %s (%s calibration, %d float layers)", out_path, ORT_METHODS[calibrator],
              len(float_layers))
     return out_path
@@ -90,15 +106,15 @@ def quantize_static_qdq(fp32_onnx: str | Path, out_path: str | Path, batches) ->
     """The stock ORT path a competent user takes: QDQ, per-channel int8 weights, uint8 activations,
     every supported op, MinMax calibration, no knowledge of the model."""
     q = require("onnxruntime.quantization")
-    q.quantize_static(str(fp32_onnx), str(out_path), _Reader(batches), quant_format=q.QuantFormat.QDQ,
-                      per_channel=True, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
+    _quantize_static(q, str(fp32_onnx), str(out_path), _Reader(batches), quant_format=q.QuantFormat.QDQ,
+                        per_channel=True, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
     return Path(out_path)
 
 
 def quantize_stock(fp32_onnx: str | Path, out_path: str | Path, batches) -> Path:
     """What a user gets without this bundle: ``quantize_static`` with its default settings."""
     q = require("onnxruntime.quantization")
-    q.quantize_static(str(fp32_onnx), str(out_path), _Reader(batches))
+    _quantize_static(q, str(fp32_onnx), str(out_path), _Reader(batches))
     return Path(out_path)
 
 
