@@ -63,6 +63,7 @@ def _nncf_model(fp32_onnx: Path, calib: list[np.ndarray]):
     from ..deps import require
 
     nncf, ov = require("nncf"), require("openvino")
+    nncf.set_log_level(logging.WARNING)  # NNCF logs a line for every head op it leaves unquantized
     model = ov.Core().read_model(str(fp32_onnx))
     ignored = nncf.IgnoredScope(patterns=[r".*detect.*/(Add|Sub|Mul|Div|Concat).*"], types=["Sigmoid"],
                                 validate=False)
