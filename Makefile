@@ -140,8 +140,7 @@ bench-nms: setup $(CPU_REPO_MODEL)  ## NMS step cost per image (random worst cas
 bench-serving: setup $(CPU_REPO_MODEL)  ## server vs in-process, OpenCV vs DALI letterbox, FP32 vs INT8 served; c=1..32 (about 7 min)
 	$(CLI) bench-serving model_repository/cpu -o artifacts/reports/bench_serving
 
-bench-gpu-standin: setup  ## the gpu flavour's queue delays and preprocess instances on its CPU stand-in, 2 rounds (about 5 min)
-	$(MAKE) $(CPU_REPO_MODEL)
+bench-gpu-standin: setup $(CPU_REPO_MODEL)  ## the gpu flavour's queue delays and preprocess instances on its CPU stand-in, 2 rounds (about 5 min)
 	$(PY) -m tests.gpu_standin.bench --checkpoint $(DEMO_MODEL) -o artifacts/reports/gpu_standin
 
 bench-serving-ab: setup  ## two CPU repositories A=… B=… served in turn, 3 rounds at c=1,4,32: medians and B / A (about 5 min)

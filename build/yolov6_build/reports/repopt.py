@@ -62,10 +62,10 @@ def repopt_report(checkpoints: dict[str, Path], val_annotations: Path, calib_sou
     from ..evaluate import EvalSettings, evaluate, map_evaluator, onnx_runner
     from ..export.onnx import export_onnx
     from ..model.checkpoint import load_deploy_model
+    from ..progress import progress as progress_bar
     from ..quantize.calibration import load_batches
     from ..quantize.merge import merge_scales
     from ..quantize.ort_int8 import quantize_for_ort
-    from ..progress import progress as progress_bar
     from ..quantize.ptq import PtqConfig, quantize_ptq
 
     started = time.monotonic()
